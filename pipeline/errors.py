@@ -1,0 +1,89 @@
+"""The error tree. Every failure callsync knows about is one of these, and the CLI
+maps each to an exit code in one place (``exit_code``)::
+
+    CallsyncError                      1  finished with failures
+    ├── ConfigError                    2  bad/missing config file, key or token
+    ├── UsageError                     2  bad command-line arguments
+    ├── AuthError                      3  401 bad token / 403 missing scope
+    ├── LockHeldError                 75  another run holds the lock (EX_TEMPFAIL)
+    ├── ApiError                       1  an HTTP exchange that failed for good
+    │   ├── RetryableApiError             429, 5xx, timeouts, dropped connections
+    │   │   └── RateLimitedError          429, with the server's Retry-After
+    │   ├── NotFoundError                 404
+    │   └── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
+    ├── WindowNotConvergedError        1  a window kept moving while we paged it
+    ├── MediaError                     1  a download that failed after all retries
+    ├── DiskError                      1  disk full / permission denied on our own files
+    ├── DatabaseLockedError            1  the DuckDB file stayed locked by another process
+    └── BudgetExhausted                0  the request budget is spent: a clean pause
+
+Messages are one line, meant for a human reading a cron mail, and never contain
+the bearer token.
+"""
+
+from __future__ import annotations
+
+
+class CallsyncError(Exception):
+    exit_code = 1
+
+
+class ConfigError(CallsyncError):
+    exit_code = 2
+
+
+class UsageError(CallsyncError):
+    exit_code = 2
+
+
+class AuthError(CallsyncError):
+    exit_code = 3
+
+
+class LockHeldError(CallsyncError):
+    exit_code = 75
+
+
+class ApiError(CallsyncError):
+    def __init__(self, message: str, *, status: int | None = None, url: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.url = url
+
+
+class RetryableApiError(ApiError):
+    pass
+
+
+class RateLimitedError(RetryableApiError):
+    def __init__(self, message: str, *, retry_after: float | None, url: str | None = None):
+        super().__init__(message, status=429, url=url)
+        self.retry_after = retry_after
+
+
+class NotFoundError(ApiError):
+    pass
+
+
+class UnsafeUrlError(ApiError):
+    pass
+
+
+class WindowNotConvergedError(CallsyncError):
+    pass
+
+
+class MediaError(CallsyncError):
+    pass
+
+
+class DiskError(CallsyncError):
+    pass
+
+
+class DatabaseLockedError(CallsyncError):
+    pass
+
+
+class BudgetExhausted(CallsyncError):
+    exit_code = 0
