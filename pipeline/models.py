@@ -1,0 +1,118 @@
+"""Pydantic models of the API's resources, tolerant of fields the reference doesn't list.
+
+Unknown fields are kept (``model_extra``) so they can be stored, never a reason
+to fail. Flows are undocumented: we keep their raw JSON beside the few fields we
+can rely on.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+
+class _Resource(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class PageMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    page: int = 1
+    per_page: int = 0
+    total: int = 0
+
+
+class Call(_Resource):
+    id: str = Field(min_length=1)
+    tracking_number: str | None = None
+    caller_number: str | None = None
+    duration_seconds: int | None = Field(None, ge=0)
+    outcome: str | None = None
+    campaign_id: str | None = None
+    affiliate_id: str | None = None
+    source: str | None = None
+    caller_city: str | None = None
+    caller_state: str | None = None
+    recording_url: str | None = None
+    transcript_url: str | None = None
+    sentiment: str | None = None
+    started_at: AwareDatetime
+
+
+class CallsPage(BaseModel):
+    """The fast path: a whole listing body validated straight from JSON bytes."""
+
+    model_config = ConfigDict(extra="allow")
+    data: list[Call]
+    meta: PageMeta = PageMeta()
+
+
+class RawPage(BaseModel):
+    """The slow path, for a body with a bad record: records kept as plain JSON."""
+
+    model_config = ConfigDict(extra="allow")
+    data: list[Any]
+    meta: PageMeta = PageMeta()
+
+
+class TrackingNumber(_Resource):
+    id: str = Field(min_length=1)
+    phone_number: str | None = None
+    display_name: str | None = None
+    type: str | None = None
+    status: str | None = None
+    call_flow_id: str | None = None
+    recording_enabled: bool | None = None
+    created_at: AwareDatetime | None = None
+
+
+class NumbersPage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    data: list[TrackingNumber]
+    meta: PageMeta = PageMeta()
+
+
+class TranscriptSegment(_Resource):
+    speaker: str | None = None
+    text: str = ""
+    timestamp: float | None = None
+
+
+class Transcript(_Resource):
+    call_id: str | None = None
+    segments: list[TranscriptSegment] = []
+
+
+class Flow(BaseModel):
+    id: str
+    name: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    raw: dict[str, Any]
+
+    @classmethod
+    def from_raw(cls, raw: dict[str, Any]) -> Flow:
+        return cls(
+            id=str(raw["id"]),
+            name=raw.get("name") or raw.get("display_name"),
+            created_at=_maybe_datetime(raw.get("created_at")),
+            updated_at=_maybe_datetime(raw.get("updated_at")),
+            raw=raw,
+        )
+
+
+_DATETIME = TypeAdapter(AwareDatetime)
+
+
+def _maybe_datetime(value: Any) -> datetime | None:
+    try:
+        return _DATETIME.validate_python(value) if value else None
+    except ValueError:
+        return None
+
+
+CALLS_PAGE = TypeAdapter(CallsPage)
+RAW_PAGE = TypeAdapter(RawPage)
+CALL = TypeAdapter(Call)
