@@ -1,0 +1,126 @@
+"""Date windows -> verified, deduplicated pages of calls. Knows nothing of DuckDB.
+
+A window is verified when every page reported the same ``meta.total`` and the
+distinct ids fetched (valid or rejected) add up to it. Anything else means the
+data moved while we paged (late-ingested calls shift offset pages), and the
+window is fetched again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Iterable
+
+from pipeline.client import CallListing, CallTrackingClient, Rejected
+from pipeline.errors import WindowNotConvergedError
+from pipeline.models import Call
+
+log = logging.getLogger("callsync.extract")
+
+
+@dataclass(frozen=True)
+class Window:
+    start: date
+    end: date  # inclusive
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+    def __str__(self) -> str:
+        return self.start.isoformat() if self.start == self.end else f"{self.start}..{self.end}"
+
+
+@dataclass(frozen=True)
+class CallFilters:
+    number_id: str | None = None
+    campaign_id: str | None = None
+    outcome: str | None = None
+
+    @property
+    def scope(self) -> str:
+        """'' for an unfiltered window; else the filters, e.g. 'outcome=qualified'."""
+        return "&".join(f"{name}={value}" for name, value in self.__dict__.items() if value)
+
+
+@dataclass
+class FetchedWindow:
+    window: Window
+    calls: list[Call]
+    rejected: list[Rejected]
+    total: int
+    pages: int
+    refetches: int = 0
+
+
+@dataclass
+class WindowFetcher:
+    client: CallTrackingClient
+    per_page: int = 100
+    max_tries: int = 5
+    filters: CallFilters = field(default_factory=CallFilters)
+    end_inclusive: bool = True
+
+    async def fetch(self, window: Window) -> FetchedWindow:
+        for attempt in range(self.max_tries):
+            fetched = await self._fetch_once(window)
+            if fetched is not None:
+                fetched.refetches = attempt
+                return fetched
+            log.info("window moved while paging, fetching again", extra={"event": "window_drift", "window": str(window)})
+        raise WindowNotConvergedError(f"window {window}: data kept moving while paging ({self.max_tries} tries)")
+
+    async def _fetch_once(self, window: Window) -> FetchedWindow | None:
+        first = await self._page(window, 1)
+        page_count = pages_for(first.meta.total, first.meta.per_page or len(first.calls))
+        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, page_count + 1)))
+        listings = [first, *rest]
+        calls, rejected = deduplicate(listings)
+        totals = {listing.meta.total for listing in listings}
+        if len(totals) != 1 or len(calls) + len(rejected) != first.meta.total:
+            return None
+        return FetchedWindow(window, calls, rejected, first.meta.total, page_count)
+
+    async def _page(self, window: Window, page: int) -> CallListing:
+        # With an exclusive end_date the server would miss the window's last day.
+        end = window.end if self.end_inclusive else window.end + timedelta(days=1)
+        return await self.client.list_calls(
+            window.start,
+            end,
+            page=page,
+            per_page=self.per_page,
+            number_id=self.filters.number_id,
+            campaign_id=self.filters.campaign_id,
+            outcome=self.filters.outcome,
+        )
+
+
+def pages_for(total: int, per_page: int) -> int:
+    return max(1, -(-total // max(1, per_page)))
+
+
+def deduplicate(listings: Iterable[CallListing]) -> tuple[list[Call], list[Rejected]]:
+    """Order is not promised and pages may overlap: keep one record per id."""
+    calls: dict[str, Call] = {}
+    rejected: dict[str, Rejected] = {}
+    for listing in listings:
+        for call in listing.calls:
+            calls[call.id] = call
+        for record in listing.rejected:
+            rejected[record.record_id or record.raw_json] = record
+    for call_id in calls.keys() & rejected.keys():
+        del rejected[call_id]
+    return list(calls.values()), list(rejected.values())
+
+
+def split_windows(start: date, end: date, days: int) -> list[Window]:
+    windows = []
+    cursor = start
+    while cursor <= end:
+        window_end = min(end, cursor + timedelta(days=days - 1))
+        windows.append(Window(cursor, window_end))
+        cursor = window_end + timedelta(days=1)
+    return windows

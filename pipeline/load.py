@@ -1,0 +1,454 @@
+"""DuckDB: migrations, columnar upserts, checkpoints. Knows nothing of HTTP.
+
+The write side is one thread (``Writer``) that opens the file only while it
+commits and closes it between groups of commits, so that an analyst's read-only
+connection can get in during a long backfill. Each window's calls, its rejected
+records and its checkpoint are one transaction: a crash loses nothing committed,
+and a re-run upserts over what is there, so nothing is ever duplicated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.client import Rejected
+from pipeline.errors import DatabaseLockedError, DiskError
+from pipeline.models import Call, Flow, TrackingNumber
+
+T = TypeVar("T")
+
+MIGRATIONS_TABLE = "schema_migrations"
+LOCK_RETRY_S = 0.05
+_PARAM = re.compile(r"\$(\w+)")
+
+CALL_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("tracking_number", pa.string()),
+        ("caller_number", pa.string()),
+        ("duration_seconds", pa.int32()),
+        ("outcome", pa.string()),
+        ("campaign_id", pa.string()),
+        ("affiliate_id", pa.string()),
+        ("source", pa.string()),
+        ("caller_city", pa.string()),
+        ("caller_state", pa.string()),
+        ("recording_url", pa.string()),
+        ("transcript_url", pa.string()),
+        ("sentiment", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("extra", pa.string()),
+    ]
+)
+NUMBER_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("phone_number", pa.string()),
+        ("display_name", pa.string()),
+        ("type", pa.string()),
+        ("status", pa.string()),
+        ("call_flow_id", pa.string()),
+        ("recording_enabled", pa.bool_()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("extra", pa.string()),
+    ]
+)
+FLOW_SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("name", pa.string()),
+        ("created_at", pa.timestamp("us", tz="UTC")),
+        ("updated_at", pa.timestamp("us", tz="UTC")),
+        ("raw", pa.string()),
+    ]
+)
+REJECTED_SCHEMA = pa.schema(
+    [("entity", pa.string()), ("record_id", pa.string()), ("error", pa.string()), ("raw", pa.string())]
+)
+
+
+def sql_dir() -> Path:
+    """sql/ beside the package in a checkout; inside it when installed as a wheel."""
+    packaged = Path(__file__).parent / "sql"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "sql"
+
+
+def read_sql(relative: str) -> str:
+    return (sql_dir() / relative).read_text()
+
+
+def run_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
+    """Run sql/statements/NAME.sql, one statement at a time, each with the parameters it names."""
+    result = conn
+    for statement in split_statements(read_sql(f"statements/{name}.sql")):
+        wanted = {key: params[key] for key in dict.fromkeys(_PARAM.findall(statement))}
+        result = conn.execute(statement, wanted or None)
+    return result
+
+
+def split_statements(script: str) -> list[str]:
+    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
+    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# --- connections and migrations ---------------------------------------------------
+
+
+class Store:
+    """The DuckDB file. Connections retry briefly while another process holds the lock."""
+
+    def __init__(self, path: Path | str, *, lock_wait_s: float = 30.0):
+        self.path = Path(path)
+        self.lock_wait_s = lock_wait_s
+
+    @contextmanager
+    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        conn = self._open(read_only)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        if not read_only:
+            _ensure_parent(self.path)
+        elif not self.path.exists():
+            raise DiskError(f"{self.path}: database does not exist yet (run `callsync sync` first)")
+        deadline = time.monotonic() + self.lock_wait_s
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as exc:
+                message = str(exc)
+                if "lock" not in message.lower():
+                    raise DiskError(f"{self.path}: {_first_line(message)}") from None
+                if time.monotonic() >= deadline:
+                    raise DatabaseLockedError(
+                        f"{self.path}: database stayed locked by another process for {self.lock_wait_s:.0f}s"
+                    ) from None
+                time.sleep(LOCK_RETRY_S)
+
+    def migrate(self) -> list[str]:
+        with self.connect() as conn:
+            return apply_migrations(conn)
+
+
+def _ensure_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiskError(f"{path.parent}: cannot create database folder: {exc.strerror}") from None
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else message
+
+
+def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
+    """Apply sql/migrations/NNN_*.sql in order, each once, recorded in schema_migrations."""
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+    )
+    applied = {row[0] for row in conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()}
+    newly_applied = []
+    for migration in sorted((sql_dir() / "migrations").glob("*.sql")):
+        if migration.stem in applied:
+            continue
+        conn.execute("BEGIN TRANSACTION")
+        for statement in split_statements(migration.read_text()):
+            conn.execute(statement)
+        conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?)", [migration.stem, utcnow()])
+        conn.execute("COMMIT")
+        newly_applied.append(migration.stem)
+    return newly_applied
+
+
+# --- columnar batches ------------------------------------------------------------
+
+
+def calls_to_arrow(calls: Sequence[Call]) -> pa.Table:
+    columns = {name: [getattr(call, name) for call in calls] for name in CALL_SCHEMA.names if name != "extra"}
+    columns["extra"] = [_extra_json(call) for call in calls]
+    return pa.table(columns, schema=CALL_SCHEMA)
+
+
+def numbers_to_arrow(numbers: Sequence[TrackingNumber]) -> pa.Table:
+    columns = {name: [getattr(number, name) for number in numbers] for name in NUMBER_SCHEMA.names if name != "extra"}
+    columns["extra"] = [_extra_json(number) for number in numbers]
+    return pa.table(columns, schema=NUMBER_SCHEMA)
+
+
+def flows_to_arrow(flows: Sequence[Flow]) -> pa.Table:
+    return pa.table(
+        {
+            "id": [flow.id for flow in flows],
+            "name": [flow.name for flow in flows],
+            "created_at": [flow.created_at for flow in flows],
+            "updated_at": [flow.updated_at for flow in flows],
+            "raw": [json.dumps(flow.raw, sort_keys=True) for flow in flows],
+        },
+        schema=FLOW_SCHEMA,
+    )
+
+
+def rejected_to_arrow(rejected: Sequence[Rejected]) -> pa.Table:
+    return pa.table(
+        {
+            "entity": [record.entity for record in rejected],
+            "record_id": [record.record_id for record in rejected],
+            "error": [record.error for record in rejected],
+            "raw": [record.raw_json for record in rejected],
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def _extra_json(model: Any) -> str | None:
+    extra = model.model_extra
+    return json.dumps(extra, sort_keys=True, default=str) if extra else None
+
+
+# --- writes (each runs in the writer thread, on an open connection) ----------------
+
+
+@dataclass(frozen=True)
+class WindowBatch:
+    """One verified window, ready to commit."""
+
+    scope: str
+    start: date
+    end: date
+    calls: pa.Table
+    rejected: pa.Table
+
+
+@dataclass(frozen=True)
+class CallCounts:
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def commit_window(conn: duckdb.DuckDBPyConnection, batch: WindowBatch, run_id: str) -> CallCounts:
+    synced_at = utcnow()
+    with transaction(conn):
+        conn.register("batch", batch.calls)
+        new, updated, seen = run_sql(conn, "classify_calls").fetchone()
+        if seen:
+            run_sql(conn, "upsert_calls", synced_at=synced_at)
+        conn.unregister("batch")
+        if batch.rejected.num_rows:
+            conn.register("batch", batch.rejected)
+            run_sql(
+                conn,
+                "insert_rejected",
+                run_id=run_id,
+                window_start=batch.start,
+                window_end=batch.end,
+                rejected_at=synced_at,
+            )
+            conn.unregister("batch")
+        run_sql(
+            conn,
+            "checkpoint_window",
+            scope=batch.scope,
+            window_start=batch.start,
+            window_end=batch.end,
+            row_count=seen,
+            run_id=run_id,
+            synced_at=synced_at,
+        )
+    return CallCounts(new=new, updated=updated, unchanged=seen - new - updated, rejected=batch.rejected.num_rows)
+
+
+def refresh_dimension(conn: duckdb.DuckDBPyConnection, statement: str, rows: pa.Table) -> None:
+    """Full refresh of tracking_numbers or call_flows: rows that vanished are marked deleted."""
+    with transaction(conn):
+        conn.register("batch", rows)
+        run_sql(conn, statement, synced_at=utcnow())
+        conn.unregister("batch")
+
+
+def insert_rejected(conn: duckdb.DuckDBPyConnection, run_id: str, rejected: pa.Table) -> None:
+    with transaction(conn):
+        conn.register("batch", rejected)
+        run_sql(conn, "insert_rejected", run_id=run_id, window_start=None, window_end=None, rejected_at=utcnow())
+        conn.unregister("batch")
+
+
+def start_run(conn: duckdb.DuckDBPyConnection, run_id: str, command: str, args: dict[str, Any]) -> None:
+    run_sql(conn, "start_run", run_id=run_id, command=command, args=json.dumps(args, default=str), started_at=utcnow())
+
+
+def finish_run(conn: duckdb.DuckDBPyConnection, run_id: str, status: str, fields: dict[str, Any], error: str | None) -> None:
+    columns = (
+        "windows_done windows_skipped windows_failed calls_new calls_updated calls_unchanged "
+        "rejected refetches requests retries rate_limited"
+    ).split()
+    run_sql(
+        conn,
+        "finish_run",
+        run_id=run_id,
+        finished_at=utcnow(),
+        status=status,
+        summary=json.dumps(fields, default=str),
+        error=error,
+        **{column: fields.get(column, 0) for column in columns},
+    )
+
+
+def set_state(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    run_sql(conn, "set_state", key=key, value=value, updated_at=utcnow())
+
+
+def get_state(conn: duckdb.DuckDBPyConnection, key: str) -> str | None:
+    row = conn.execute("SELECT value FROM sync_state WHERE key = ?", [key]).fetchone()
+    return row[0] if row else None
+
+
+def committed_windows(conn: duckdb.DuckDBPyConnection, scopes: Sequence[str]) -> list[tuple[date, date]]:
+    placeholders = ", ".join("?" for _ in scopes)
+    query = f"SELECT window_start, window_end FROM sync_windows WHERE scope IN ({placeholders})"
+    return [(row[0], row[1]) for row in conn.execute(query, list(scopes)).fetchall()]
+
+
+# --- the writer thread ------------------------------------------------------------
+
+
+class Writer:
+    """One thread owns every write. Work is queued and committed in groups: the file is
+    opened for a group and closed after it, at most once per ``commit_interval_s``, so
+    readers get in between groups. ``max_pending_rows`` bounds what waits in memory."""
+
+    def __init__(self, store: Store, *, commit_interval_s: float = 1.0, max_pending_rows: int = 50_000):
+        self.store = store
+        self.commit_interval_s = commit_interval_s
+        self.max_pending_rows = max_pending_rows
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsync-writer")
+        self._queue: list[tuple[Callable[[duckdb.DuckDBPyConnection], Any], asyncio.Future, int]] = []
+        self._pending_rows = 0
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> Writer:
+        self._task = asyncio.create_task(self._commit_loop(), name="callsync-writer")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, rows: int = 0) -> asyncio.Future:
+        """Queue ``work(conn)``; returns a future of its result. Waits while too much is pending."""
+        self.raise_failure()
+        while self._pending_rows and self._pending_rows + rows > self.max_pending_rows:
+            self._room.clear()
+            await self._room.wait()
+            self.raise_failure()
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._queue.append((work, future, rows))
+        self._pending_rows += rows
+        self._wakeup.set()
+        return future
+
+    async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Queue ``work`` and wait until it is committed."""
+        return await (await self.submit(work))
+
+    def raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
+
+    async def _commit_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last_commit = 0.0
+        while True:
+            if not self._queue:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            wait = last_commit + self.commit_interval_s - time.monotonic()
+            if wait > 0 and not self._closing and self._pending_rows < self.max_pending_rows:
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
+                except asyncio.TimeoutError:
+                    pass
+                continue
+            group, self._queue = self._queue, []
+            results = await loop.run_in_executor(self._executor, self._commit_group, [work for work, _, _ in group])
+            last_commit = time.monotonic()
+            for (_, future, rows), (ok, value) in zip(group, results):
+                self._pending_rows -= rows
+                if future.cancelled():
+                    continue
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+            self._room.set()
+
+    def _commit_group(self, works: list[Callable[[duckdb.DuckDBPyConnection], Any]]) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        try:
+            with self.store.connect() as conn:
+                for work in works:
+                    results.append(self._run_one(conn, work))
+        except BaseException as exc:  # opening or closing failed: every unfinished item fails with it
+            self._failure = self._failure or _as_store_error(exc)
+            results.extend((False, self._failure) for _ in works[len(results):])
+        return results
+
+    def _run_one(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[bool, Any]:
+        try:
+            return True, work(conn)
+        except BaseException as exc:
+            error = _as_store_error(exc)
+            if isinstance(error, DiskError):
+                self._failure = self._failure or error
+            return False, error
+
+
+def _as_store_error(exc: BaseException) -> BaseException:
+    if isinstance(exc, (DiskError, DatabaseLockedError)):
+        return exc
+    if isinstance(exc, (duckdb.IOException, OSError)):
+        return DiskError(f"database write failed: {_first_line(str(exc))}")
+    return exc

@@ -1,0 +1,68 @@
+"""`callsync status`: what the database says about past runs, read-only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from pipeline import load, state
+from pipeline.load import Store
+
+
+def status(database_path: Path) -> dict[str, Any]:
+    with Store(database_path, lock_wait_s=10).connect(read_only=True) as conn:
+        return {
+            "database": str(database_path),
+            "watermark": load.get_state(conn, state.WATERMARK_KEY),
+            "last_sync": _last_ok(conn, "sync"),
+            "runs": _rows(load.run_sql(conn, "status_runs")),
+            "counts": dict(load.run_sql(conn, "status_counts").fetchall()),
+            "media": _media_counts(conn),
+        }
+
+
+def _last_ok(conn: duckdb.DuckDBPyConnection, command: str) -> Any:
+    row = conn.execute(
+        "SELECT max(finished_at) FROM runs WHERE command = ? AND status IN ('ok', 'failed')", [command]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+    tables = {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "media_jobs" not in tables:
+        return {}
+    return dict(load.run_sql(conn, "status_media").fetchall())
+
+
+def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    columns = [column[0] for column in relation.description]
+    return [dict(zip(columns, row)) for row in relation.fetchall()]
+
+
+def render_status(facts: dict[str, Any]) -> str:
+    lines = [
+        f"database:   {facts['database']}",
+        f"watermark:  {facts['watermark'] or 'none (no sync yet)'}",
+        f"last sync:  {facts['last_sync'] or 'never'}",
+        "rows:       " + ", ".join(f"{table} {count}" for table, count in facts["counts"].items()),
+    ]
+    if facts["media"]:
+        lines.append("media:      " + ", ".join(f"{key} {value}" for key, value in facts["media"].items()))
+    lines.append("recent runs:")
+    for run in facts["runs"]:
+        status = run["status"]
+        if status == "running" and run["finished_at"] is None:
+            status = "running or interrupted"
+        line = (
+            f"  {run['started_at']:%Y-%m-%d %H:%M:%S} {run['command']:<8} {status:<10}"
+            f" windows {run['windows_done']} (failed {run['windows_failed']}),"
+            f" new {run['calls_new']}, updated {run['calls_updated']}, rejected {run['rejected']},"
+            f" requests {run['requests']}"
+        )
+        if run["error"]:
+            line += f" - {run['error']}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -1,0 +1,382 @@
+"""The main flow, top to bottom: lock, migrate, refresh dimensions, windows of calls, media.
+
+``sync`` is incremental (for cron); ``backfill`` is a one-off over a date range
+that skips windows a previous attempt already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, timezone
+from functools import partial
+from typing import Any, Awaitable, Callable
+
+import duckdb
+
+from pipeline import load, state
+from pipeline.client import CallTrackingClient, ClientOptions
+from pipeline.config import Settings
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BudgetExhausted,
+    CallsyncError,
+    WindowNotConvergedError,
+)
+from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, split_windows
+from pipeline.load import Store, WindowBatch, Writer
+
+log = logging.getLogger("callsync.sync")
+
+WindowDone = Callable[[Window], None]
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    command: str
+    status: str = "running"
+    windows_planned: int = 0
+    windows_done: int = 0
+    windows_skipped: int = 0
+    windows_failed: int = 0
+    calls_new: int = 0
+    calls_updated: int = 0
+    calls_unchanged: int = 0
+    rejected: int = 0
+    refetches: int = 0
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    elapsed_s: float = 0.0
+    media: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.status == "aborted" and self.error_exit_code is not None:
+            return self.error_exit_code
+        return 1 if self.status == "failed" else 0
+
+    error_exit_code: int | None = None
+
+    def add_counts(self, counts: load.CallCounts) -> None:
+        self.calls_new += counts.new
+        self.calls_updated += counts.updated
+        self.calls_unchanged += counts.unchanged
+        self.rejected += counts.rejected
+
+    def line(self) -> str:
+        text = (
+            f"{self.command} {self.status}: {self.windows_done} windows"
+            f" ({self.windows_skipped} skipped, {self.windows_failed} failed, {self.refetches} refetched),"
+            f" calls {self.calls_new} new / {self.calls_updated} updated / {self.calls_unchanged} unchanged,"
+            f" {self.rejected} rejected, {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
+        )
+        if self.media:
+            media = self.media
+            text += (
+                f", media {media.get('downloaded', 0)} downloaded / {media.get('pending', 0)} pending"
+                f" / {media.get('failed', 0)} failed / {media.get('unavailable', 0)} unavailable"
+                f" ({_megabytes(media.get('bytes', 0))})"
+            )
+        return text + f", {self.elapsed_s:.1f}s"
+
+    def record(self) -> dict[str, Any]:
+        return {key: value for key, value in asdict(self).items() if key not in ("run_id", "command", "status")}
+
+
+def new_run_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def utc_today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def client_for(settings: Settings) -> CallTrackingClient:
+    api = settings.api
+    options = ClientOptions(
+        timeout_s=api.timeout_s,
+        max_concurrency=api.max_concurrency,
+        requests_per_second=api.requests_per_second,
+        max_retries=api.max_retries,
+        backoff_initial_s=api.backoff_initial_s,
+        backoff_max_s=api.backoff_max_s,
+        max_requests_per_run=api.max_requests_per_run,
+        allow_foreign_hosts=settings.media.allow_foreign_hosts,
+    )
+    return CallTrackingClient(api.base_url, settings.require_token(), options)
+
+
+async def sync(
+    settings: Settings,
+    *,
+    today: date | None = None,
+    with_media: bool = True,
+    on_plan: Callable[[int], None] | None = None,
+    on_window_done: WindowDone | None = None,
+) -> RunSummary:
+    """Incremental: from (watermark - lookback_days), or start_date on the first run, through today."""
+    today = today or utc_today()
+
+    def plan(conn: duckdb.DuckDBPyConnection) -> tuple[list[Window], list[Window]]:
+        watermark = load.get_state(conn, state.WATERMARK_KEY)
+        start, end = state.sync_range(
+            today,
+            settings.sync.start_date,
+            settings.sync.lookback_days,
+            date.fromisoformat(watermark) if watermark else None,
+        )
+        return split_windows(start, end, settings.sync.window_days), []
+
+    return await _run(
+        settings,
+        "sync",
+        {"today": today},
+        plan,
+        CallFilters(),
+        track_watermark=True,
+        with_media=with_media,
+        on_plan=on_plan,
+        on_window_done=on_window_done,
+    )
+
+
+async def backfill(
+    settings: Settings,
+    start: date,
+    end: date,
+    *,
+    filters: CallFilters = CallFilters(),
+    force: bool = False,
+    with_media: bool = True,
+    on_plan: Callable[[int], None] | None = None,
+    on_window_done: WindowDone | None = None,
+) -> RunSummary:
+    """One-off over [start, end]; skips windows already committed unless ``force``."""
+
+    def plan(conn: duckdb.DuckDBPyConnection) -> tuple[list[Window], list[Window]]:
+        windows = split_windows(start, end, settings.sync.window_days)
+        if force:
+            return windows, []
+        # An unfiltered window also covers every filtered backfill of the same days.
+        scopes = sorted({"", filters.scope})
+        committed = state.covered_days(load.committed_windows(conn, scopes))
+        return state.split_skippable(windows, committed)
+
+    args = {"start": start, "end": end, "force": force, **filters.__dict__}
+    return await _run(
+        settings,
+        "backfill",
+        args,
+        plan,
+        filters,
+        track_watermark=False,
+        with_media=with_media,
+        on_plan=on_plan,
+        on_window_done=on_window_done,
+    )
+
+
+async def _run(
+    settings: Settings,
+    command: str,
+    args: dict[str, Any],
+    plan: Callable[[duckdb.DuckDBPyConnection], tuple[list[Window], list[Window]]],
+    filters: CallFilters,
+    *,
+    track_watermark: bool,
+    with_media: bool,
+    on_plan: Callable[[int], None] | None,
+    on_window_done: WindowDone | None,
+) -> RunSummary:
+    client = client_for(settings)
+    summary = RunSummary(new_run_id(), command)
+    started = time.monotonic()
+    with state.RunLock(settings.database.path):
+        async with Writer(Store(settings.database.path)) as writer:
+            await writer.run(load.apply_migrations)
+            await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
+            try:
+                async with client:
+                    windows, skipped = await writer.run(plan)
+                    summary.windows_planned, summary.windows_skipped = len(windows), len(skipped)
+                    if on_plan:
+                        on_plan(len(windows))
+                    await refresh_dimensions(client, writer, summary)
+                    tracker = state.WatermarkTracker(windows) if track_watermark else None
+                    loader = WindowLoader(client, writer, settings, filters, summary, tracker, on_window_done)
+                    await loader.load(windows)
+                    if with_media:
+                        await fetch_media(client, writer, settings, summary)
+                summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
+            except BudgetExhausted as exc:
+                summary.status, summary.error = "paused", f"paused: request budget ({exc})"
+            except CallsyncError as exc:
+                summary.status, summary.error, summary.error_exit_code = "aborted", str(exc), exc.exit_code
+            finally:
+                _take_request_stats(summary, client)
+                summary.elapsed_s = time.monotonic() - started
+                await _record_finish(writer, summary)
+    return summary
+
+
+async def _record_finish(writer: Writer, summary: RunSummary) -> None:
+    status = "failed" if summary.status == "aborted" else summary.status
+    try:
+        await writer.run(
+            partial(load.finish_run, run_id=summary.run_id, status=status, fields=summary.record(), error=summary.error)
+        )
+    except CallsyncError as exc:  # the database itself failed: the run's error already says so
+        log.error("could not record the run's outcome: %s", exc)
+
+
+def _take_request_stats(summary: RunSummary, client: CallTrackingClient) -> None:
+    summary.requests = client.stats.requests
+    summary.retries = client.stats.retries
+    summary.rate_limited = client.stats.rate_limited
+
+
+async def refresh_dimensions(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
+    """Tracking numbers and flows: a full refresh each run; vanished rows are marked deleted."""
+    try:
+        numbers, flows = await asyncio.gather(client.all_numbers(), client.list_flows())
+    except (AuthError, BudgetExhausted):
+        raise
+    except ApiError as exc:
+        summary.failures.append(f"dimensions: {exc}")
+        log.error("could not refresh tracking numbers and flows: %s", exc)
+        return
+    await writer.run(partial(load.refresh_dimension, statement="refresh_numbers", rows=load.numbers_to_arrow(numbers)))
+    await writer.run(partial(load.refresh_dimension, statement="refresh_flows", rows=load.flows_to_arrow(flows)))
+
+
+class WindowLoader:
+    """Fetches windows concurrently (bounded by the client's limits) and hands each
+    verified window to the writer. Memory is bounded by the windows in flight plus
+    the writer's pending rows, not by the size of the range."""
+
+    def __init__(
+        self,
+        client: CallTrackingClient,
+        writer: Writer,
+        settings: Settings,
+        filters: CallFilters,
+        summary: RunSummary,
+        tracker: state.WatermarkTracker | None,
+        on_window_done: WindowDone | None,
+    ):
+        self.fetcher = WindowFetcher(
+            client,
+            per_page=settings.sync.per_page,
+            max_tries=settings.sync.max_window_tries,
+            filters=filters,
+            end_inclusive=settings.sync.end_date_inclusive,
+        )
+        self.writer = writer
+        self.scope = filters.scope
+        self.summary = summary
+        self.tracker = tracker
+        self.on_window_done = on_window_done
+        self.workers = client.options.max_concurrency
+        self._commits: list[asyncio.Future] = []
+
+    async def load(self, windows: list[Window]) -> None:
+        queue = list(reversed(windows))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.workers, len(windows))):
+                    group.create_task(self._work(queue))
+        except* CallsyncError as errors:
+            await self._drain()
+            raise errors.exceptions[0] from None
+        await self._drain()
+
+    async def _drain(self) -> None:
+        """Wait until every handed-over window is committed (or has failed)."""
+        if self._commits:
+            await asyncio.gather(*self._commits, return_exceptions=True)
+        self.writer.raise_failure()
+
+    async def _work(self, queue: list[Window]) -> None:
+        while queue:
+            window = queue.pop()
+            try:
+                fetched = await self.fetcher.fetch(window)
+            except (AuthError, BudgetExhausted):
+                raise
+            except (ApiError, WindowNotConvergedError) as exc:
+                self.summary.windows_failed += 1
+                self.summary.failures.append(f"window {window}: {exc}")
+                log.error("window %s failed: %s", window, exc, extra={"event": "window_failed", "window": str(window)})
+                continue
+            await self._hand_over(fetched)
+
+    async def _hand_over(self, fetched: FetchedWindow) -> None:
+        window = fetched.window
+        batch = WindowBatch(
+            self.scope,
+            window.start,
+            window.end,
+            load.calls_to_arrow(fetched.calls),
+            load.rejected_to_arrow(fetched.rejected),
+        )
+        self.summary.refetches += fetched.refetches
+        future = await self.writer.submit(
+            partial(_commit_and_advance, batch=batch, run_id=self.summary.run_id, tracker=self.tracker, window=window),
+            rows=batch.calls.num_rows,
+        )
+        future.add_done_callback(partial(self._committed, window))
+        self._commits.append(future)
+
+    def _committed(self, window: Window, future: asyncio.Future) -> None:
+        if future.cancelled() or future.exception() is not None:
+            error = "cancelled" if future.cancelled() else future.exception()
+            self.summary.windows_failed += 1
+            self.summary.failures.append(f"window {window}: {error}")
+            return
+        self.summary.add_counts(future.result())
+        self.summary.windows_done += 1
+        if self.on_window_done:
+            self.on_window_done(window)
+
+
+def _commit_and_advance(
+    conn: duckdb.DuckDBPyConnection,
+    batch: WindowBatch,
+    run_id: str,
+    tracker: state.WatermarkTracker | None,
+    window: Window,
+) -> load.CallCounts:
+    """Runs in the writer thread, which alone touches the tracker: the watermark moves
+    only after the windows before it are committed."""
+    counts = load.commit_window(conn, batch, run_id)
+    if tracker is not None:
+        watermark = tracker.mark_done(window)
+        if watermark is not None:
+            load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
+    return counts
+
+
+async def fetch_media(client: CallTrackingClient, writer: Writer, settings: Settings, summary: RunSummary) -> None:
+    """Recordings and transcripts of the calls we hold (see pipeline.media)."""
+    try:
+        from pipeline import media
+    except ImportError:  # media support not built yet
+        return
+    summary.media = await media.fetch_pending(client, writer, settings, run_id=summary.run_id)
+    if summary.media.get("failed"):
+        summary.failures.append(f"media: {summary.media['failed']} downloads failed")
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1_000_000:.1f} MB"
+
+
+RunCoroutine = Callable[..., Awaitable[RunSummary]]
