@@ -1,0 +1,79 @@
+"""Fault settings the servers read on every request, and the per-token rate limiter."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+_RATES = ("error_rate", "drop_rate", "drift_rate")
+_FLAGS = ("redirect_recordings", "foreign_recording_urls", "shuffle_pages")
+
+
+@dataclass
+class Faults:
+    latency_ms: float = 0
+    error_rate: float = 0.0
+    drop_rate: float = 0.0
+    rate_limit: float | None = None  # requests per second per token; None = unlimited
+    rate_burst: int | None = None  # bucket capacity; None = max(1, rate_limit)
+    redirect_recordings: bool = False
+    foreign_recording_urls: bool = False
+    drift_rate: float = 0.0
+    shuffle_pages: bool = True
+
+    def update(self, **changes) -> "Faults":
+        """Validate and apply changes (e.g. from JSON); raises ValueError on bad names or values."""
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        checked = {name: _checked(name, value) for name, value in changes.items()}
+        for name, value in checked.items():
+            setattr(self, name, value)
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _checked(name: str, value):
+    if name in _FLAGS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+        return value
+    if value is None and name in ("rate_limit", "rate_burst"):
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number")
+    if name in _RATES and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1")
+    if value < 0 or (name in ("rate_limit", "rate_burst") and value == 0):
+        raise ValueError(f"{name} must be positive")
+    return int(value) if name == "rate_burst" else value
+
+
+class RateLimiter:
+    """Token buckets keyed by bearer token; settings are passed per call so they can change live."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str | None, tuple[float, float]] = {}  # key -> (tokens, last refill time)
+        self._settings: tuple[float, float] | None = None
+
+    def retry_after(self, key: str | None, rate: float | None, burst: int | None, now: float) -> float | None:
+        """Take one token; None if allowed, else seconds until a token is available."""
+        if rate is None:
+            return None
+        capacity = float(burst) if burst else max(1.0, float(rate))
+        if (rate, capacity) != self._settings:  # new limits: start everyone with a full bucket
+            self._buckets.clear()
+            self._settings = (rate, capacity)
+        tokens, last = self._buckets.get(key, (capacity, now))
+        tokens = min(capacity, tokens + (now - last) * rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return None
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / rate
+
+
+def retry_after_header(wait_seconds: float) -> str:
+    return str(max(1, math.ceil(wait_seconds)))
