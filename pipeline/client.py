@@ -293,7 +293,7 @@ class CallTrackingClient:
 
     def _retrying(self) -> AsyncRetrying:
         backoff = wait_exponential_jitter(
-            initial=self.options.backoff_initial_s, max=self.options.backoff_max_s, jitter=self.options.backoff_initial_s
+            multiplier=self.options.backoff_initial_s, max=self.options.backoff_max_s, jitter=self.options.backoff_initial_s
         )
 
         def wait(state: RetryCallState) -> float:

@@ -16,12 +16,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.client import Rejected
 from pipeline.errors import DatabaseLockedError, DiskError
@@ -257,36 +259,72 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-def commit_window(conn: duckdb.DuckDBPyConnection, batch: WindowBatch, run_id: str) -> CallCounts:
+def commit_windows(
+    conn: duckdb.DuckDBPyConnection,
+    batches: Sequence[WindowBatch],
+    run_id: str,
+    then: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+) -> list[CallCounts]:
+    """Commit several windows in one transaction: each window's calls, rejected records
+    and checkpoint land together or not at all. ``then`` runs inside the same transaction."""
     synced_at = utcnow()
+    calls = _indexed_calls(batches)
     with transaction(conn):
-        conn.register("batch", batch.calls)
-        new, updated, seen = run_sql(conn, "classify_calls").fetchone()
-        if seen:
+        conn.register("batch", calls)
+        classified = {row[0]: row[1:] for row in run_sql(conn, "classify_calls").fetchall()}
+        if calls.num_rows:
             run_sql(conn, "upsert_calls", synced_at=synced_at)
         conn.unregister("batch")
-        if batch.rejected.num_rows:
-            conn.register("batch", batch.rejected)
+        rejected = _windowed_rejected(batches)
+        if rejected.num_rows:
+            conn.register("batch", rejected)
+            run_sql(conn, "insert_rejected", run_id=run_id, rejected_at=synced_at)
+            conn.unregister("batch")
+        for batch in batches:
             run_sql(
                 conn,
-                "insert_rejected",
-                run_id=run_id,
+                "checkpoint_window",
+                scope=batch.scope,
                 window_start=batch.start,
                 window_end=batch.end,
-                rejected_at=synced_at,
+                row_count=batch.calls.num_rows,
+                run_id=run_id,
+                synced_at=synced_at,
             )
-            conn.unregister("batch")
-        run_sql(
-            conn,
-            "checkpoint_window",
-            scope=batch.scope,
-            window_start=batch.start,
-            window_end=batch.end,
-            row_count=seen,
-            run_id=run_id,
-            synced_at=synced_at,
+        if then is not None:
+            then(conn)
+    counts = []
+    for index, batch in enumerate(batches):
+        new, updated, seen = classified.get(index, (0, 0, 0))
+        counts.append(CallCounts(new, updated, seen - new - updated, batch.rejected.num_rows))
+    return counts
+
+
+def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
+    """All windows' calls in one table, tagged with their window; one row per id."""
+    tables = [
+        batch.calls.append_column("window_index", pa.array([index] * batch.calls.num_rows, pa.int32()))
+        for index, batch in enumerate(batches)
+    ]
+    calls = pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table()
+    if pc.count_distinct(calls["id"]).as_py() != calls.num_rows:
+        # A call seen in two windows (its started_at moved between them): keep the later window's copy.
+        calls = duckdb.sql(
+            "SELECT * FROM calls QUALIFY row_number() OVER (PARTITION BY id ORDER BY window_index DESC) = 1"
+        ).arrow()
+    return calls
+
+
+def _windowed_rejected(batches: Sequence[WindowBatch]) -> pa.Table:
+    tables = []
+    for batch in batches:
+        rows = batch.rejected.num_rows
+        tables.append(
+            batch.rejected.append_column("window_start", pa.array([batch.start] * rows, pa.date32())).append_column(
+                "window_end", pa.array([batch.end] * rows, pa.date32())
+            )
         )
-    return CallCounts(new=new, updated=updated, unchanged=seen - new - updated, rejected=batch.rejected.num_rows)
+    return pa.concat_tables(tables)
 
 
 def refresh_dimension(conn: duckdb.DuckDBPyConnection, statement: str, rows: pa.Table) -> None:
@@ -294,13 +332,6 @@ def refresh_dimension(conn: duckdb.DuckDBPyConnection, statement: str, rows: pa.
     with transaction(conn):
         conn.register("batch", rows)
         run_sql(conn, statement, synced_at=utcnow())
-        conn.unregister("batch")
-
-
-def insert_rejected(conn: duckdb.DuckDBPyConnection, run_id: str, rejected: pa.Table) -> None:
-    with transaction(conn):
-        conn.register("batch", rejected)
-        run_sql(conn, "insert_rejected", run_id=run_id, window_start=None, window_end=None, rejected_at=utcnow())
         conn.unregister("batch")
 
 
@@ -343,22 +374,43 @@ def committed_windows(conn: duckdb.DuckDBPyConnection, scopes: Sequence[str]) ->
 # --- the writer thread ------------------------------------------------------------
 
 
+@dataclass
+class _Queued:
+    work: Callable[[duckdb.DuckDBPyConnection], Any] | WindowBatch
+    future: asyncio.Future
+    rows: int
+
+
 class Writer:
     """One thread owns every write. Work is queued and committed in groups: the file is
     opened for a group and closed after it, at most once per ``commit_interval_s``, so
-    readers get in between groups. ``max_pending_rows`` bounds what waits in memory."""
+    readers get in between groups. The windows of a group share one transaction.
+    ``max_pending_rows`` bounds what waits in memory.
 
-    def __init__(self, store: Store, *, commit_interval_s: float = 1.0, max_pending_rows: int = 50_000):
+    ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
+    moves its watermark there)."""
+
+    def __init__(
+        self,
+        store: Store,
+        run_id: str,
+        *,
+        after_windows: Callable[[duckdb.DuckDBPyConnection, Sequence[WindowBatch]], None] | None = None,
+        commit_interval_s: float = 1.0,
+        max_pending_rows: int = 50_000,
+    ):
         self.store = store
+        self.run_id = run_id
+        self.after_windows = after_windows
         self.commit_interval_s = commit_interval_s
         self.max_pending_rows = max_pending_rows
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsync-writer")
-        self._queue: list[tuple[Callable[[duckdb.DuckDBPyConnection], Any], asyncio.Future, int]] = []
+        self._queue: list[_Queued] = []
         self._pending_rows = 0
         self._wakeup = asyncio.Event()
         self._room = asyncio.Event()
-        self._room.set()
         self._closing = False
+        self._urgent = False
         self._failure: BaseException | None = None
         self._task: asyncio.Task | None = None
 
@@ -373,22 +425,29 @@ class Writer:
             await asyncio.shield(self._task)
         self._executor.shutdown(wait=True)
 
-    async def submit(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, rows: int = 0) -> asyncio.Future:
-        """Queue ``work(conn)``; returns a future of its result. Waits while too much is pending."""
+    async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+        """Run ``work(conn)`` in its own transaction-scope, now, and wait for it."""
+        return await self._enqueue(work, rows=0, urgent=True)
+
+    async def submit_window(self, batch: WindowBatch) -> asyncio.Future:
+        """Queue a verified window for the next group commit; the future gives its CallCounts.
+        Waits first while too many rows are pending."""
         self.raise_failure()
+        rows = batch.calls.num_rows
         while self._pending_rows and self._pending_rows + rows > self.max_pending_rows:
             self._room.clear()
             await self._room.wait()
             self.raise_failure()
+        return self._enqueue(batch, rows=rows, urgent=False)
+
+    def _enqueue(self, work: Any, *, rows: int, urgent: bool) -> asyncio.Future:
+        self.raise_failure()
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._queue.append((work, future, rows))
+        self._queue.append(_Queued(work, future, rows))
         self._pending_rows += rows
+        self._urgent = self._urgent or urgent
         self._wakeup.set()
         return future
-
-    async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
-        """Queue ``work`` and wait until it is committed."""
-        return await (await self.submit(work))
 
     def raise_failure(self) -> None:
         if self._failure is not None:
@@ -397,44 +456,49 @@ class Writer:
     async def _commit_loop(self) -> None:
         loop = asyncio.get_running_loop()
         last_commit = 0.0
-        while True:
+        while self._queue or not self._closing:
             if not self._queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._wait_for_work(None)
                 continue
             wait = last_commit + self.commit_interval_s - time.monotonic()
-            if wait > 0 and not self._closing and self._pending_rows < self.max_pending_rows:
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), timeout=wait)
-                except asyncio.TimeoutError:
-                    pass
+            if wait > 0 and not (self._closing or self._urgent) and self._pending_rows < self.max_pending_rows:
+                await self._wait_for_work(wait)
                 continue
-            group, self._queue = self._queue, []
-            results = await loop.run_in_executor(self._executor, self._commit_group, [work for work, _, _ in group])
+            group, self._queue, self._urgent = self._queue, [], False
+            results = await loop.run_in_executor(self._executor, self._commit_group, [item.work for item in group])
             last_commit = time.monotonic()
-            for (_, future, rows), (ok, value) in zip(group, results):
-                self._pending_rows -= rows
-                if future.cancelled():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+            for item, (ok, value) in zip(group, results):
+                self._pending_rows -= item.rows
+                if not item.future.cancelled():
+                    item.future.set_result(value) if ok else item.future.set_exception(value)
             self._room.set()
 
-    def _commit_group(self, works: list[Callable[[duckdb.DuckDBPyConnection], Any]]) -> list[tuple[bool, Any]]:
+    async def _wait_for_work(self, timeout: float | None) -> None:
+        self._wakeup.clear()
+        try:
+            await asyncio.wait_for(self._wakeup.wait(), timeout=timeout)
+        except asyncio.TimeoutError:
+            pass
+
+    def _commit_group(self, works: list[Any]) -> list[tuple[bool, Any]]:
+        """In the writer thread: open the file, run the group (consecutive windows as
+        one transaction), close the file."""
         results: list[tuple[bool, Any]] = []
         try:
             with self.store.connect() as conn:
-                for work in works:
-                    results.append(self._run_one(conn, work))
+                for run in _consecutive_runs(works):
+                    results.extend(self._run_windows(conn, run) if isinstance(run[0], WindowBatch) else
+                                   [self._run_one(conn, work) for work in run])
         except BaseException as exc:  # opening or closing failed: every unfinished item fails with it
             self._failure = self._failure or _as_store_error(exc)
             results.extend((False, self._failure) for _ in works[len(results):])
         return results
+
+    def _run_windows(self, conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch]) -> list[tuple[bool, Any]]:
+        then = partial(self.after_windows, batches=batches) if self.after_windows else None
+        outcome = self._run_one(conn, partial(commit_windows, batches=batches, run_id=self.run_id, then=then))
+        ok, value = outcome
+        return [(True, counts) for counts in value] if ok else [outcome] * len(batches)
 
     def _run_one(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[bool, Any]:
         try:
@@ -444,6 +508,16 @@ class Writer:
             if isinstance(error, DiskError):
                 self._failure = self._failure or error
             return False, error
+
+
+def _consecutive_runs(works: list[Any]) -> list[list[Any]]:
+    runs: list[list[Any]] = []
+    for work in works:
+        if runs and isinstance(work, WindowBatch) and isinstance(runs[-1][0], WindowBatch):
+            runs[-1].append(work)
+        else:
+            runs.append([work])
+    return runs
 
 
 def _as_store_error(exc: BaseException) -> BaseException:

@@ -85,9 +85,10 @@ def split_skippable(windows: list[Window], committed_days: set[date]) -> tuple[l
 
 @dataclass
 class WatermarkTracker:
-    """Advances through the run's windows in date order as they commit, out of order."""
+    """Advances through the run's windows in date order as they commit, out of order.
+    Used only from the writer thread."""
 
-    windows: list[Window]
+    windows: list[Window] = field(default_factory=list)
     done: set[Window] = field(default_factory=set)
     position: int = 0
 

@@ -199,8 +199,10 @@ async def _run(
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
+    tracker = state.WatermarkTracker() if track_watermark else None
+    after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
     with state.RunLock(settings.database.path):
-        async with Writer(Store(settings.database.path)) as writer:
+        async with Writer(Store(settings.database.path), summary.run_id, after_windows=after_windows) as writer:
             await writer.run(load.apply_migrations)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
@@ -210,8 +212,9 @@ async def _run(
                     if on_plan:
                         on_plan(len(windows))
                     await refresh_dimensions(client, writer, summary)
-                    tracker = state.WatermarkTracker(windows) if track_watermark else None
-                    loader = WindowLoader(client, writer, settings, filters, summary, tracker, on_window_done)
+                    if tracker is not None:
+                        tracker.windows = windows
+                    loader = WindowLoader(client, writer, settings, filters, summary, on_window_done)
                     await loader.load(windows)
                     if with_media:
                         await fetch_media(client, writer, settings, summary)
@@ -269,7 +272,6 @@ class WindowLoader:
         settings: Settings,
         filters: CallFilters,
         summary: RunSummary,
-        tracker: state.WatermarkTracker | None,
         on_window_done: WindowDone | None,
     ):
         self.fetcher = WindowFetcher(
@@ -282,7 +284,6 @@ class WindowLoader:
         self.writer = writer
         self.scope = filters.scope
         self.summary = summary
-        self.tracker = tracker
         self.on_window_done = on_window_done
         self.workers = client.options.max_concurrency
         self._commits: list[asyncio.Future] = []
@@ -328,10 +329,7 @@ class WindowLoader:
             load.rejected_to_arrow(fetched.rejected),
         )
         self.summary.refetches += fetched.refetches
-        future = await self.writer.submit(
-            partial(_commit_and_advance, batch=batch, run_id=self.summary.run_id, tracker=self.tracker, window=window),
-            rows=batch.calls.num_rows,
-        )
+        future = await self.writer.submit_window(batch)
         future.add_done_callback(partial(self._committed, window))
         self._commits.append(future)
 
@@ -347,21 +345,16 @@ class WindowLoader:
             self.on_window_done(window)
 
 
-def _commit_and_advance(
-    conn: duckdb.DuckDBPyConnection,
-    batch: WindowBatch,
-    run_id: str,
-    tracker: state.WatermarkTracker | None,
-    window: Window,
-) -> load.CallCounts:
-    """Runs in the writer thread, which alone touches the tracker: the watermark moves
-    only after the windows before it are committed."""
-    counts = load.commit_window(conn, batch, run_id)
-    if tracker is not None:
-        watermark = tracker.mark_done(window)
-        if watermark is not None:
-            load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
-    return counts
+def _advance_watermark(
+    conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch], tracker: state.WatermarkTracker
+) -> None:
+    """Runs in the writer thread, inside the windows' transaction: the watermark moves
+    only once every window before it is committed."""
+    watermark = None
+    for batch in batches:
+        watermark = tracker.mark_done(Window(batch.start, batch.end)) or watermark
+    if watermark is not None:
+        load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
 
 
 async def fetch_media(client: CallTrackingClient, writer: Writer, settings: Settings, summary: RunSummary) -> None:

@@ -1,5 +1,7 @@
--- How a batch (registered as `batch`) compares with what `calls` holds: new, updated, unchanged.
+-- How each window of a batch (registered as `batch`) compares with what `calls` holds:
+-- new, updated (the rest of `seen` is unchanged).
 SELECT
+    batch.window_index,
     count(*) FILTER (WHERE calls.id IS NULL) AS new,
     count(*) FILTER (
         WHERE calls.id IS NOT NULL
@@ -15,4 +17,5 @@ SELECT
     ) AS updated,
     count(*) AS seen
 FROM batch
-LEFT JOIN calls ON calls.id = batch.id;
+LEFT JOIN calls ON calls.id = batch.id
+GROUP BY batch.window_index;
