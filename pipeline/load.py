@@ -429,16 +429,25 @@ class Writer:
         """Run ``work(conn)`` in its own transaction-scope, now, and wait for it."""
         return await self._enqueue(work, rows=0, urgent=True)
 
-    async def submit_window(self, batch: WindowBatch) -> asyncio.Future:
-        """Queue a verified window for the next group commit; the future gives its CallCounts.
-        Waits first while too many rows are pending."""
+    async def submit(self, work: Callable[[duckdb.DuckDBPyConnection], T], *, rows: int = 0) -> asyncio.Future:
+        """Queue ``work(conn)`` for the next group commit (within commit_interval_s) without
+        waiting for it; the future gives its result. Batch small writes into one work item:
+        each item pays for its own transaction."""
+        await self._wait_for_room(rows)
+        return self._enqueue(work, rows=rows, urgent=False)
+
+    async def _wait_for_room(self, rows: int) -> None:
         self.raise_failure()
-        rows = batch.calls.num_rows
         while self._pending_rows and self._pending_rows + rows > self.max_pending_rows:
             self._room.clear()
             await self._room.wait()
             self.raise_failure()
-        return self._enqueue(batch, rows=rows, urgent=False)
+
+    async def submit_window(self, batch: WindowBatch) -> asyncio.Future:
+        """Queue a verified window for the next group commit; the future gives its CallCounts.
+        Waits first while too many rows are pending."""
+        await self._wait_for_room(batch.calls.num_rows)
+        return self._enqueue(batch, rows=batch.calls.num_rows, urgent=False)
 
     def _enqueue(self, work: Any, *, rows: int, urgent: bool) -> asyncio.Future:
         self.raise_failure()

@@ -359,10 +359,8 @@ def _advance_watermark(
 
 async def fetch_media(client: CallTrackingClient, writer: Writer, settings: Settings, summary: RunSummary) -> None:
     """Recordings and transcripts of the calls we hold (see pipeline.media)."""
-    try:
-        from pipeline import media
-    except ImportError:  # media support not built yet
-        return
+    from pipeline import media
+
     summary.media = await media.fetch_pending(client, writer, settings, run_id=summary.run_id)
     if summary.media.get("failed"):
         summary.failures.append(f"media: {summary.media['failed']} downloads failed")
