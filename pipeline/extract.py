@@ -65,24 +65,29 @@ class WindowFetcher:
     end_inclusive: bool = True
 
     async def fetch(self, window: Window) -> FetchedWindow:
+        seen: list[CallListing] = []
         for attempt in range(self.max_tries):
-            fetched = await self._fetch_once(window)
-            if fetched is not None:
-                fetched.refetches = attempt
-                return fetched
+            listings = await self._fetch_pages(window)
+            seen.extend(listings)
+            totals = {listing.meta.total for listing in listings}
+            calls, rejected = deduplicate(listings)
+            if len(totals) == 1 and len(calls) + len(rejected) == listings[0].meta.total:
+                return FetchedWindow(window, calls, rejected, listings[0].meta.total, len(listings), attempt)
+            # Late-ingested calls only shift pages forward: what one pass skipped at a page
+            # boundary another pass finds. Once the union of all passes holds as many ids
+            # as the newest total, the window is complete.
+            calls, rejected = deduplicate(seen)
+            newest_total = max(totals)
+            if len(calls) + len(rejected) == newest_total:
+                return FetchedWindow(window, calls, rejected, newest_total, len(listings), attempt + 1)
             log.info("window moved while paging, fetching again", extra={"event": "window_drift", "window": str(window)})
         raise WindowNotConvergedError(f"window {window}: data kept moving while paging ({self.max_tries} tries)")
 
-    async def _fetch_once(self, window: Window) -> FetchedWindow | None:
+    async def _fetch_pages(self, window: Window) -> list[CallListing]:
         first = await self._page(window, 1)
         page_count = pages_for(first.meta.total, first.meta.per_page or len(first.calls))
         rest = await asyncio.gather(*(self._page(window, page) for page in range(2, page_count + 1)))
-        listings = [first, *rest]
-        calls, rejected = deduplicate(listings)
-        totals = {listing.meta.total for listing in listings}
-        if len(totals) != 1 or len(calls) + len(rejected) != first.meta.total:
-            return None
-        return FetchedWindow(window, calls, rejected, first.meta.total, page_count)
+        return [first, *rest]
 
     async def _page(self, window: Window, page: int) -> CallListing:
         # With an exclusive end_date the server would miss the window's last day.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -33,7 +32,6 @@ T = TypeVar("T")
 
 MIGRATIONS_TABLE = "schema_migrations"
 LOCK_RETRY_S = 0.05
-_PARAM = re.compile(r"\$(\w+)")
 
 CALL_SCHEMA = pa.schema(
     [
@@ -94,15 +92,14 @@ def read_sql(relative: str) -> str:
 def run_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
     """Run sql/statements/NAME.sql, one statement at a time, each with the parameters it names."""
     result = conn
-    for statement in split_statements(read_sql(f"statements/{name}.sql")):
-        wanted = {key: params[key] for key in dict.fromkeys(_PARAM.findall(statement))}
-        result = conn.execute(statement, wanted or None)
+    for statement in duckdb.extract_statements(read_sql(f"statements/{name}.sql")):
+        wanted = {key: params[key] for key in statement.named_parameters}
+        result = conn.execute(statement.query, wanted or None)
     return result
 
 
 def split_statements(script: str) -> list[str]:
-    lines = [line for line in script.splitlines() if not line.lstrip().startswith("--")]
-    return [statement.strip() for statement in "\n".join(lines).split(";") if statement.strip()]
+    return [statement.query for statement in duckdb.extract_statements(script)]
 
 
 def utcnow() -> datetime:
@@ -457,6 +454,11 @@ class Writer:
         self._urgent = self._urgent or urgent
         self._wakeup.set()
         return future
+
+    def flush(self) -> None:
+        """Commit what is queued now rather than at the next interval."""
+        self._urgent = bool(self._queue)
+        self._wakeup.set()
 
     def raise_failure(self) -> None:
         if self._failure is not None:

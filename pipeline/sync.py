@@ -302,6 +302,7 @@ class WindowLoader:
     async def _drain(self) -> None:
         """Wait until every handed-over window is committed (or has failed)."""
         if self._commits:
+            self.writer.flush()
             await asyncio.gather(*self._commits, return_exceptions=True)
         self.writer.raise_failure()
 

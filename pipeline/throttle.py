@@ -98,10 +98,16 @@ class Throttle:
         if now - self._last_decrease < (retry_after or 1.0):
             return
         self._last_decrease = now
-        observed = len(self._recent_starts) / RATE_WINDOW_S
-        current = self.rate if self.rate else observed
-        self.rate = max(MIN_RATE, min(current, observed or current) * DECREASE_FACTOR)
+        current = self.rate or self._observed_rate(now)
+        self.rate = max(MIN_RATE, current * DECREASE_FACTOR)
         self._next_start = self._paused_until
+
+    def _observed_rate(self, now: float) -> float:
+        """Request starts per second over the last RATE_WINDOW_S (or since the first start)."""
+        if not self._recent_starts:
+            return 0.0
+        span = max(now - self._recent_starts[0], 1.0 / max(1, len(self._recent_starts)), 0.05)
+        return len(self._recent_starts) / min(RATE_WINDOW_S, span)
 
     def succeeded(self) -> None:
         """Additive increase: about INCREASE_PER_SECOND req/s more for each second of successes."""

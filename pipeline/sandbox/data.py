@@ -56,6 +56,8 @@ class SandboxData:
         # A recording never changes, so it keeps the duration the call had before any mutation.
         self._recorded_duration: dict[int, int] = {}
         self._mark_recent_transcripts_pending(base)
+        # Fields served instead of the generated ones, per call id: how tests get malformed records.
+        self.overrides: dict[str, dict] = {}
 
     @classmethod
     def generate(cls, seed: int = 42, calls: int = 20_000, days: int = 60, today: date | None = None) -> "SandboxData":
@@ -242,9 +244,17 @@ class SandboxData:
         hits = np.flatnonzero(self._added.idnum == idnum)
         return (self._added, int(hits[0])) if len(hits) else None
 
+    def override_call(self, call_id: str, **fields) -> None:
+        """Serve these field values for the call from now on (e.g. a malformed started_at)."""
+        self.overrides.setdefault(call_id, {}).update(fields)
+
     def _dicts(self, calls: Calls, rows: np.ndarray, base_url: str) -> list[dict]:
         phones = [number["phone_number"] for number in self.numbers]
-        return calls.to_dicts(rows, base_url, phones, self.catalog.campaign_ids, self.catalog.affiliate_ids)
+        dicts = calls.to_dicts(rows, base_url, phones, self.catalog.campaign_ids, self.catalog.affiliate_ids)
+        if self.overrides:
+            for row in dicts:
+                row.update(self.overrides.get(row["id"], {}))
+        return dicts
 
     def _regrade(self, calls: Calls, row: int) -> None:
         idnum = int(calls.idnum[row])

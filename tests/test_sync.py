@@ -1,0 +1,177 @@
+"""The sync engine against the real sandbox: exact copies, incremental syncs, drift, faults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from pipeline import sync
+from pipeline.extract import CallFilters
+from pipeline.sandbox import SandboxData
+from tests.dbcheck import assert_same_calls, scalar, stored_calls
+
+
+def first_day(data: SandboxData):
+    return data.today - timedelta(days=9)
+
+
+async def test_backfill_equals_the_sandbox_and_a_rerun_changes_nothing(sandbox, make_settings):
+    settings = make_settings(sandbox.base_url)
+    data = sandbox.data
+    summary = await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    assert summary.status == "ok" and summary.exit_code == 0
+    assert summary.calls_new == data.calls_total and summary.windows_done == 10
+    assert_same_calls(settings.database.path, data)
+
+    rerun = await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    assert (rerun.windows_done, rerun.windows_skipped, rerun.calls_new) == (0, 10, 0)
+
+    changed_before = scalar(settings.database.path, "SELECT max(last_changed_at) FROM calls")
+    forced = await sync.backfill(settings, first_day(data), data.today, with_media=False, force=True)
+    assert (forced.calls_new, forced.calls_updated, forced.calls_unchanged) == (0, 0, data.calls_total)
+    assert scalar(settings.database.path, "SELECT max(last_changed_at) FROM calls") == changed_before
+    assert_same_calls(settings.database.path, data)
+
+
+async def test_tables_have_real_types(sandbox, make_settings):
+    settings = make_settings(sandbox.base_url)
+    await sync.backfill(settings, sandbox.data.today, sandbox.data.today, with_media=False)
+    types = dict(
+        scalar_rows(settings.database.path, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'calls'")
+    )
+    assert types["started_at"] == "TIMESTAMP WITH TIME ZONE" and types["duration_seconds"] == "INTEGER"
+    number_types = dict(
+        scalar_rows(settings.database.path, "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'tracking_numbers'")
+    )
+    assert number_types["recording_enabled"] == "BOOLEAN" and number_types["created_at"] == "TIMESTAMP WITH TIME ZONE"
+    assert scalar(settings.database.path, "SELECT count(*) FROM tracking_numbers") == len(sandbox.data.numbers)
+    assert scalar(settings.database.path, "SELECT count(*) FROM call_flows WHERE raw IS NOT NULL") == len(sandbox.data.flows)
+
+
+def scalar_rows(path, sql):
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+async def test_sync_picks_up_late_changes_and_new_calls(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, sync={"start_date": first_day(data).isoformat(), "lookback_days": 3})
+    first = await sync.sync(settings, today=data.today, with_media=False)
+    assert first.status == "ok" and first.windows_done == 10
+    assert scalar(settings.database.path, "SELECT value FROM sync_state WHERE key = 'watermark'") == data.today.isoformat()
+
+    changed = data.mutate_calls(15, within_days=3)
+    added = data.add_calls(4)
+    second = await sync.sync(settings, today=data.today, with_media=False)
+    assert second.windows_done == 4, "only the lookback days and today are read again"
+    assert second.calls_new == 4 and second.calls_updated == len(changed)
+    assert_same_calls(settings.database.path, data)
+    stored = stored_calls(settings.database.path)
+    assert all(call_id in stored for call_id in added)
+
+
+async def test_next_day_sync_starts_lookback_days_before_the_watermark(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, sync={"start_date": first_day(data).isoformat(), "lookback_days": 2})
+    await sync.sync(settings, today=data.today - timedelta(days=3), with_media=False)
+    before = len(sandbox.requests)
+    later = await sync.sync(settings, today=data.today, with_media=False)
+    # watermark = today-3, so the range is today-5 .. today: six one-day windows.
+    assert later.windows_done == 6
+    assert_same_calls(settings.database.path, data)
+    calls_requests = [r for r in sandbox.requests[before:] if r.path.endswith("/calls")]
+    assert {r.query["start_date"] for r in calls_requests} == {
+        (data.today - timedelta(days=offset)).isoformat() for offset in range(6)
+    }
+
+
+async def test_drift_while_paging_loses_and_duplicates_nothing(sandbox, make_settings):
+    # About one listing request in ten sees a late-ingested call land in its window.
+    sandbox.faults.drift_rate = 0.1
+    settings = make_settings(sandbox.base_url, sync={"per_page": 20, "max_window_tries": 10})
+    data = sandbox.data
+    summary = await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    assert summary.status == "ok" and summary.refetches > 0
+    sandbox.faults.drift_rate = 0
+    assert_same_calls(settings.database.path, data)
+
+
+@pytest.fixture
+def bigger_data() -> SandboxData:
+    return SandboxData.generate(seed=11, calls=6_000, days=30)
+
+
+async def test_server_errors_and_a_rate_limit_still_give_an_exact_copy(bigger_data, make_settings):
+    from pipeline.sandbox import Faults, run_sandbox
+
+    faults = Faults(error_rate=0.1, rate_limit=60, rate_burst=10)
+    async with run_sandbox(data=bigger_data, faults=faults) as sandbox:
+        settings = make_settings(sandbox.base_url, api={"max_retries": 10, "max_concurrency": 8})
+        summary = await sync.backfill(settings, bigger_data.today - timedelta(days=29), bigger_data.today, with_media=False)
+        served = [r for r in sandbox.requests if r.host == "api"]
+    assert summary.status == "ok", summary.failures
+    assert summary.retries > 0
+    assert_same_calls(settings.database.path, bigger_data)
+    rate_limited = sum(1 for r in served if r.status == 429)
+    assert rate_limited / len(served) < 0.10, f"{rate_limited} of {len(served)} requests were 429s"
+
+
+async def test_malformed_records_are_kept_with_their_payload_and_fail_the_run(sandbox, make_settings):
+    data = sandbox.data
+    calls = data.calls_between(data.today, data.today)
+    bad_date, bad_duration = calls[0]["id"], calls[1]["id"]
+    data.override_call(bad_date, started_at="yesterday-ish")
+    data.override_call(bad_duration, duration_seconds="long")
+    settings = make_settings(sandbox.base_url)
+    summary = await sync.backfill(settings, data.today, data.today, with_media=False)
+    assert summary.status == "failed" and summary.exit_code == 1 and summary.rejected == 2
+    stored = stored_calls(settings.database.path)
+    assert len(stored) == len(calls) - 2
+    rejected = scalar_rows(settings.database.path, "SELECT record_id, error, raw->>'started_at' FROM rejected_records ORDER BY record_id")
+    assert {row[0] for row in rejected} == {bad_date, bad_duration}
+    assert any(row[2] == "yesterday-ish" for row in rejected)
+    assert all(row[1] for row in rejected)
+
+
+async def test_failed_windows_are_reported_and_a_later_run_fills_them(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, api={"max_retries": 0}, sync={"start_date": first_day(data).isoformat()})
+    sandbox.faults.error_rate = 0.4
+    flaky = await sync.sync(settings, today=data.today, with_media=False)
+    assert flaky.exit_code in (1, 0)
+    sandbox.faults.error_rate = 0
+    if flaky.windows_failed:
+        assert flaky.status == "failed" and flaky.exit_code == 1
+    healed = await sync.sync(settings, today=data.today, with_media=False)
+    assert healed.status == "ok"
+    assert_same_calls(settings.database.path, data)
+
+
+async def test_vanished_numbers_and_flows_are_marked_deleted(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url)
+    await sync.backfill(settings, data.today, data.today, with_media=False)
+    gone_flow = next(iter(data.flows))
+    del data.flows[gone_flow]
+    gone_number = data.numbers.pop()["id"]
+    await sync.backfill(settings, data.today, data.today, with_media=False, force=True)
+    deleted = scalar_rows(settings.database.path, "SELECT id FROM call_flows WHERE deleted_at IS NOT NULL")
+    assert deleted == [(gone_flow,)]
+    deleted = scalar_rows(settings.database.path, "SELECT id FROM tracking_numbers WHERE deleted_at IS NOT NULL")
+    assert deleted == [(gone_number,)]
+
+
+async def test_filtered_backfill_only_loads_matching_calls(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url)
+    summary = await sync.backfill(
+        settings, first_day(data), data.today, filters=CallFilters(outcome="qualified"), with_media=False
+    )
+    stored = stored_calls(settings.database.path)
+    assert stored and {call["outcome"] for call in stored.values()} == {"qualified"}
+    assert summary.calls_new == sum(1 for c in data.calls_between(None, None) if c["outcome"] == "qualified")
+    scopes = scalar(settings.database.path, "SELECT string_agg(DISTINCT scope) FROM sync_windows")
+    assert scopes == "outcome=qualified"
