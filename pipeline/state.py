@@ -73,13 +73,16 @@ def covered_days(committed: Iterable[tuple[date, date]]) -> set[date]:
     return days
 
 
-def split_skippable(windows: list[Window], committed_days: set[date]) -> tuple[list[Window], list[Window]]:
-    """Windows to fetch, and windows whose every day is already committed (a re-run
-    backfill skips those)."""
+def split_skippable(
+    windows: list[Window], committed_days: set[date], refetch_from: date | None = None
+) -> tuple[list[Window], list[Window]]:
+    """Windows to fetch, and windows whose every day is already committed, which may be
+    skipped; windows ending on or after ``refetch_from`` are always fetched."""
     to_fetch, skipped = [], []
     for window in windows:
         days = {window.start + timedelta(days=offset) for offset in range(window.days)}
-        (skipped if days <= committed_days else to_fetch).append(window)
+        settled = refetch_from is None or window.end < refetch_from
+        (skipped if settled and days <= committed_days else to_fetch).append(window)
     return to_fetch, skipped
 
 
@@ -91,6 +94,10 @@ class WatermarkTracker:
     windows: list[Window] = field(default_factory=list)
     done: set[Window] = field(default_factory=set)
     position: int = 0
+
+    def plan(self, to_fetch: list[Window], skipped: list[Window]) -> None:
+        self.windows = sorted(to_fetch + skipped, key=lambda window: window.start)
+        self.done.update(skipped)
 
     def mark_done(self, window: Window) -> date | None:
         """Record a committed window; returns the new watermark if it moved."""

@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from functools import partial
 from typing import Any, Awaitable, Callable
 
@@ -72,20 +72,26 @@ class RunSummary:
         self.rejected += counts.rejected
 
     def line(self) -> str:
+        if self.command == "media":
+            text = f"media {self.status}: {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
+            return text + self._media_text() + f", {self.elapsed_s:.1f}s"
         text = (
             f"{self.command} {self.status}: {self.windows_done} windows"
             f" ({self.windows_skipped} skipped, {self.windows_failed} failed, {self.refetches} refetched),"
             f" calls {self.calls_new} new / {self.calls_updated} updated / {self.calls_unchanged} unchanged,"
             f" {self.rejected} rejected, {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
         )
-        if self.media:
-            media = self.media
-            text += (
-                f", media {media.get('downloaded', 0)} downloaded / {media.get('pending', 0)} pending"
-                f" / {media.get('failed', 0)} failed / {media.get('unavailable', 0)} unavailable"
-                f" ({_megabytes(media.get('bytes', 0))})"
-            )
-        return text + f", {self.elapsed_s:.1f}s"
+        return text + self._media_text() + f", {self.elapsed_s:.1f}s"
+
+    def _media_text(self) -> str:
+        if not self.media:
+            return ""
+        media = self.media
+        return (
+            f", media {media.get('downloaded', 0)} downloaded / {media.get('pending', 0)} pending"
+            f" / {media.get('failed', 0)} failed / {media.get('unavailable', 0)} unavailable"
+            f" ({_megabytes(media.get('bytes', 0))})"
+        )
 
     def record(self) -> dict[str, Any]:
         return {key: value for key, value in asdict(self).items() if key not in ("run_id", "command", "status")}
@@ -133,7 +139,13 @@ async def sync(
             settings.sync.lookback_days,
             date.fromisoformat(watermark) if watermark else None,
         )
-        return split_windows(start, end, settings.sync.window_days), []
+        windows = split_windows(start, end, settings.sync.window_days)
+        if watermark:
+            return windows, []
+        # A first sync (or one resuming a first sync that crashed) need not fetch again what a
+        # backfill or the crashed run committed, except the recent days it always re-reads.
+        committed = state.covered_days(load.committed_windows(conn, [""]))
+        return state.split_skippable(windows, committed, refetch_from=today - timedelta(days=settings.sync.lookback_days))
 
     return await _run(
         settings,
@@ -196,28 +208,54 @@ async def _run(
     on_plan: Callable[[int], None] | None,
     on_window_done: WindowDone | None,
 ) -> RunSummary:
+    tracker = state.WatermarkTracker() if track_watermark else None
+    after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
+
+    async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
+        windows, skipped = await writer.run(plan)
+        summary.windows_planned, summary.windows_skipped = len(windows), len(skipped)
+        if on_plan:
+            on_plan(len(windows))
+        await refresh_dimensions(client, writer, summary)
+        if tracker is not None:
+            tracker.plan(windows, skipped)
+        loader = WindowLoader(client, writer, settings, filters, summary, on_window_done)
+        await loader.load(windows)
+        if with_media:
+            await fetch_media(client, writer, settings, summary)
+
+    return await _recorded_run(settings, command, args, work, after_windows=after_windows)
+
+
+async def media(settings: Settings, *, verify: bool = False, ignore_backoff: bool = False) -> RunSummary:
+    """`callsync media`: only recordings and transcripts, as a run of its own (lock, runs row)."""
+
+    async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
+        await fetch_media(client, writer, settings, summary, verify=verify, ignore_backoff=ignore_backoff)
+
+    args = {"verify": verify, "ignore_backoff": ignore_backoff}
+    return await _recorded_run(settings, "media", args, work)
+
+
+async def _recorded_run(
+    settings: Settings,
+    command: str,
+    args: dict[str, Any],
+    work: Callable[[CallTrackingClient, Writer, RunSummary], Awaitable[None]],
+    *,
+    after_windows: Callable[[duckdb.DuckDBPyConnection, Any], None] | None = None,
+) -> RunSummary:
+    """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome."""
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
-    tracker = state.WatermarkTracker() if track_watermark else None
-    after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
     with state.RunLock(settings.database.path):
         async with Writer(Store(settings.database.path), summary.run_id, after_windows=after_windows) as writer:
             await writer.run(load.apply_migrations)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
                 async with client:
-                    windows, skipped = await writer.run(plan)
-                    summary.windows_planned, summary.windows_skipped = len(windows), len(skipped)
-                    if on_plan:
-                        on_plan(len(windows))
-                    await refresh_dimensions(client, writer, summary)
-                    if tracker is not None:
-                        tracker.windows = windows
-                    loader = WindowLoader(client, writer, settings, filters, summary, on_window_done)
-                    await loader.load(windows)
-                    if with_media:
-                        await fetch_media(client, writer, settings, summary)
+                    await work(client, writer, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
             except BudgetExhausted as exc:
                 summary.status, summary.error = "paused", f"paused: request budget ({exc})"
@@ -358,11 +396,24 @@ def _advance_watermark(
         load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
 
 
-async def fetch_media(client: CallTrackingClient, writer: Writer, settings: Settings, summary: RunSummary) -> None:
-    """Recordings and transcripts of the calls we hold (see pipeline.media)."""
-    from pipeline import media
+async def fetch_media(
+    client: CallTrackingClient,
+    writer: Writer,
+    settings: Settings,
+    summary: RunSummary,
+    *,
+    verify: bool = False,
+    ignore_backoff: bool = False,
+) -> None:
+    """Recordings and transcripts of the calls we hold (see pipeline.media). The counts
+    are filled in as the run goes, so a paused or aborted run still reports them."""
+    from pipeline.media import fetch_pending
 
-    summary.media = await media.fetch_pending(client, writer, settings, run_id=summary.run_id)
+    summary.media = {}
+    await fetch_pending(
+        client, writer, settings, run_id=summary.run_id, verify=verify, ignore_backoff=ignore_backoff,
+        counts=summary.media,
+    )
     if summary.media.get("failed"):
         summary.failures.append(f"media: {summary.media['failed']} downloads failed")
 

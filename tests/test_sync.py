@@ -175,3 +175,13 @@ async def test_filtered_backfill_only_loads_matching_calls(sandbox, make_setting
     assert summary.calls_new == sum(1 for c in data.calls_between(None, None) if c["outcome"] == "qualified")
     scopes = scalar(settings.database.path, "SELECT string_agg(DISTINCT scope) FROM sync_windows")
     assert scopes == "outcome=qualified"
+
+
+async def test_first_sync_after_a_backfill_only_reads_the_recent_days(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, sync={"start_date": first_day(data).isoformat(), "lookback_days": 2})
+    await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    first_sync = await sync.sync(settings, today=data.today, with_media=False)
+    assert (first_sync.windows_done, first_sync.windows_skipped) == (3, 7)
+    assert scalar(settings.database.path, "SELECT value FROM sync_state WHERE key = 'watermark'") == data.today.isoformat()
+    assert_same_calls(settings.database.path, data)

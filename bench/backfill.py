@@ -1,0 +1,167 @@
+"""Benchmark a real `callsync backfill` against the sandbox, each in its own process.
+
+Prints one line per run: calls/s, requests, retries, 429s, wall seconds, peak RSS of
+the callsync process, and the ratio to the floor the API allows:
+
+    floor = pages x latency / max_concurrency     (no rate limit)
+    floor = requests needed / rate_limit          (with --rate-limit)
+
+Examples:
+    uv run python bench/backfill.py --calls 200000 --days 365 --latency-ms 50
+    uv run python bench/backfill.py --calls 200000 --days 365 --latency-ms 0
+    uv run python bench/backfill.py --calls 20000 --days 60 --latency-ms 50 --media
+    uv run python bench/backfill.py --calls 20000 --days 30 --rate-limit 20
+    uv run python bench/backfill.py --calls 200000 --days 365 --incremental
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+TOKEN = "sandbox-token"
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="callsync-bench-") as workdir, Sandbox(args) as sandbox:
+        workdir = Path(workdir)
+        write_config(workdir, sandbox.base_url, args)
+        today = date.fromisoformat(sandbox.stats()["today"]) if "today" in sandbox.stats() else date.today()
+        start = today - timedelta(days=args.days - 1)
+        command = ["sync"] if args.incremental else ["backfill", "--start", start.isoformat(), "--end", today.isoformat()]
+        if not args.media:
+            command.append("--no-media")
+        run = run_callsync(command, workdir)
+        report("sync (full)" if args.incremental else "backfill", run, workdir, sandbox, args)
+        if args.incremental:
+            before = sandbox.stats()["requests_total"]
+            again = run_callsync(["sync"] + ([] if args.media else ["--no-media"]), workdir)
+            print(f"incremental sync: {sandbox.stats()['requests_total'] - before} requests, {again['wall_s']:.2f}s wall")
+            print(f"  {again['summary']}")
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--calls", type=int, default=200_000)
+    parser.add_argument("--days", type=int, default=365)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--latency-ms", type=float, default=50.0)
+    parser.add_argument("--rate-limit", type=float, default=None, help="sandbox requests/s per token")
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--concurrency", type=int, default=16, help="[api] max_concurrency")
+    parser.add_argument("--media-concurrency", type=int, default=8, help="[media] concurrency")
+    parser.add_argument("--window-days", type=int, default=1)
+    parser.add_argument("--media", action="store_true", help="also download recordings and transcripts")
+    parser.add_argument("--incremental", action="store_true", help="a full sync, then a sync right after it")
+    return parser.parse_args()
+
+
+class Sandbox:
+    """`callsync sandbox` in a process of its own, so it does not share our CPU accounting."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.command = [
+            sys.executable, "-m", "pipeline", "sandbox", "--port", "0",
+            "--seed", str(args.seed), "--calls", str(args.calls), "--days", str(args.days),
+            "--latency-ms", str(args.latency_ms), "--error-rate", str(args.error_rate),
+        ]
+        if args.rate_limit:
+            self.command += ["--rate-limit", str(args.rate_limit)]
+
+    def __enter__(self) -> Sandbox:
+        self.process = subprocess.Popen(self.command, stdout=subprocess.PIPE, text=True)
+        for line in self.process.stdout:
+            found = re.search(r"at (http://\S+)$", line.strip())
+            if found:
+                self.base_url = found.group(1)
+                return self
+        raise SystemExit("the sandbox did not start")
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.terminate()
+        self.process.wait()
+
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.base_url}/_admin/stats") as response:
+            stats = json.load(response)
+        stats["requests_total"] = sum(stats.get("requests", {}).values())
+        return stats
+
+
+def write_config(workdir: Path, base_url: str, args: argparse.Namespace) -> None:
+    first_day = date.today() - timedelta(days=args.days - 1)
+    (workdir / "callsync.toml").write_text(
+        f'[api]\nbase_url = "{base_url}"\nmax_concurrency = {args.concurrency}\n'
+        f"[sync]\nwindow_days = {args.window_days}\nstart_date = {first_day.isoformat()}\n"
+        f'[database]\npath = "bench.duckdb"\n'
+        f'[media]\ndir = "media"\nconcurrency = {args.media_concurrency}\n'
+    )
+
+
+def run_callsync(command: list[str], workdir: Path) -> dict:
+    env = {**os.environ, "CALLSYNC_TOKEN": TOKEN}
+    started = time.monotonic()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", *command], cwd=workdir, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    stdout, stderr = process.stdout.read(), process.stderr.read()
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"callsync {' '.join(command)} exited {code}:\n{stdout}{stderr}")
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "summary": stdout.strip()}
+
+
+def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argparse.Namespace) -> None:
+    with duckdb.connect(str(workdir / "bench.duckdb"), read_only=True) as conn:
+        calls = conn.execute("SELECT count(*) FROM calls").fetchone()[0]
+        per_window = conn.execute("SELECT row_count FROM sync_windows").fetchall()
+        requests, retries, limited, elapsed, summary = conn.execute(
+            "SELECT requests, retries, rate_limited, epoch(finished_at - started_at), summary "
+            "FROM runs ORDER BY started_at LIMIT 1"
+        ).fetchone()
+    expected = sandbox.stats()["calls_total"]
+    status = "exact" if calls == expected else f"MISMATCH: {calls} stored, {expected} served"
+    pages = sum(max(1, math.ceil(rows / 100)) for (rows,) in per_window) + 2  # + numbers and flows
+    if args.rate_limit:
+        floor = pages / args.rate_limit
+    else:
+        floor = pages * args.latency_ms / 1000 / args.concurrency
+    print(
+        f"{label}: {calls} calls ({status}) over {args.days} days, latency {args.latency_ms:g} ms, "
+        f"concurrency {args.concurrency}{f', rate limit {args.rate_limit:g}/s' if args.rate_limit else ''}"
+    )
+    ratio = f"{elapsed / floor:.2f}x floor ({floor:.2f}s)" if floor else "no floor (no latency)"
+    print(
+        f"  {calls / elapsed:,.0f} calls/s, {requests} requests, {retries} retries, {limited} 429s, "
+        f"{elapsed:.2f}s in run ({run['wall_s']:.2f}s wall with start-up), peak RSS {run['peak_rss_mb']:.0f} MB, {ratio}"
+    )
+    media = json.loads(summary).get("media") or {}
+    if args.media and media:
+        files = media.get("downloaded", 0)
+        media_s = media.get("elapsed_s") or elapsed
+        floor_media = files * args.latency_ms / 1000 / args.media_concurrency
+        print(
+            f"  media: {files} files, {media.get('bytes', 0) / 1e6:.1f} MB in {media_s:.2f}s: "
+            f"{files / media_s:,.0f} files/s, {media.get('bytes', 0) / 1e6 / media_s:.1f} MB/s"
+            + (f", {media_s / floor_media:.2f}x floor ({floor_media:.2f}s)" if floor_media else "")
+        )
+
+
+if __name__ == "__main__":
+    main()
