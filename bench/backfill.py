@@ -44,7 +44,9 @@ def main() -> None:
         command = ["sync"] if args.incremental else ["backfill", "--start", start.isoformat(), "--end", today.isoformat()]
         if not args.media:
             command.append("--no-media")
+        sandbox_cpu = sandbox.cpu_seconds()
         run = run_callsync(command, workdir)
+        run["sandbox_cpu_s"] = sandbox.cpu_seconds() - sandbox_cpu
         report("sync (full)" if args.incremental else "backfill", run, workdir, sandbox, args)
         if args.incremental:
             before = sandbox.stats()["requests_total"]
@@ -94,6 +96,11 @@ class Sandbox:
         self.process.terminate()
         self.process.wait()
 
+    def cpu_seconds(self) -> float:
+        """CPU the sandbox has used so far (from /proc), to tell whose CPU a run was bound by."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stats(self) -> dict:
         with urllib.request.urlopen(f"{self.base_url}/_admin/stats") as response:
             stats = json.load(response)
@@ -124,7 +131,12 @@ def run_callsync(command: list[str], workdir: Path) -> dict:
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         raise SystemExit(f"callsync {' '.join(command)} exited {code}:\n{stdout}{stderr}")
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024, "summary": stdout.strip()}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "summary": stdout.strip(),
+    }
 
 
 def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argparse.Namespace) -> None:
@@ -151,6 +163,8 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
         f"  {calls / elapsed:,.0f} calls/s, {requests} requests, {retries} retries, {limited} 429s, "
         f"{elapsed:.2f}s in run ({run['wall_s']:.2f}s wall with start-up), peak RSS {run['peak_rss_mb']:.0f} MB, {ratio}"
     )
+    if "sandbox_cpu_s" in run:
+        print(f"  CPU: callsync {run['cpu_s']:.1f}s, sandbox {run['sandbox_cpu_s']:.1f}s (2 cores shared)")
     media = json.loads(summary).get("media") or {}
     if args.media and media:
         files = media.get("downloaded", 0)

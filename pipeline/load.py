@@ -124,6 +124,9 @@ class Store:
         finally:
             conn.close()
 
+    def open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        return self._open(read_only)
+
     def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         if not read_only:
             _ensure_parent(self.path)
@@ -379,9 +382,11 @@ class _Queued:
 
 
 class Writer:
-    """One thread owns every write. Work is queued and committed in groups: the file is
-    opened for a group and closed after it, at most once per ``commit_interval_s``, so
-    readers get in between groups. The windows of a group share one transaction.
+    """One thread owns every write. Work is queued and committed in groups, at most once per
+    ``commit_interval_s``; the windows of a group share one transaction. The file is held
+    open across groups for at most ``hold_s``, then let go for ``reader_gap_s`` so that an
+    analyst's read-only connection gets in during a long backfill (opening and closing
+    per group would checkpoint every time, which grows with the table).
     ``max_pending_rows`` bounds what waits in memory.
 
     ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
@@ -395,12 +400,19 @@ class Writer:
         after_windows: Callable[[duckdb.DuckDBPyConnection, Sequence[WindowBatch]], None] | None = None,
         commit_interval_s: float = 1.0,
         max_pending_rows: int = 50_000,
+        hold_s: float = 3.0,
+        reader_gap_s: float = 0.25,
     ):
         self.store = store
         self.run_id = run_id
         self.after_windows = after_windows
         self.commit_interval_s = commit_interval_s
         self.max_pending_rows = max_pending_rows
+        self.hold_s = hold_s
+        self.reader_gap_s = reader_gap_s
+        self._conn: duckdb.DuckDBPyConnection | None = None
+        self._opened_at = 0.0
+        self._released_at = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsync-writer")
         self._queue: list[_Queued] = []
         self._pending_rows = 0
@@ -420,6 +432,7 @@ class Writer:
         self._wakeup.set()
         if self._task is not None:
             await asyncio.shield(self._task)
+        self._executor.submit(self._release).result()
         self._executor.shutdown(wait=True)
 
     async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
@@ -492,18 +505,37 @@ class Writer:
             pass
 
     def _commit_group(self, works: list[Any]) -> list[tuple[bool, Any]]:
-        """In the writer thread: open the file, run the group (consecutive windows as
-        one transaction), close the file."""
+        """In the writer thread: run the group (consecutive windows as one transaction) on
+        the held connection, opening it first if needed; let it go once held long enough."""
         results: list[tuple[bool, Any]] = []
         try:
-            with self.store.connect() as conn:
-                for run in _consecutive_runs(works):
-                    results.extend(self._run_windows(conn, run) if isinstance(run[0], WindowBatch) else
-                                   [self._run_one(conn, work) for work in run])
+            conn = self._connection()
+            for run in _consecutive_runs(works):
+                results.extend(
+                    self._run_windows(conn, run)
+                    if isinstance(run[0], WindowBatch)
+                    else [self._run_one(conn, work) for work in run]
+                )
+            if self._closing or time.monotonic() - self._opened_at >= self.hold_s:
+                self._release()
         except BaseException as exc:  # opening or closing failed: every unfinished item fails with it
             self._failure = self._failure or _as_store_error(exc)
             results.extend((False, self._failure) for _ in works[len(results):])
         return results
+
+    def _connection(self) -> duckdb.DuckDBPyConnection:
+        if self._conn is None:
+            # After letting go, leave readers a moment to get in before taking the file again.
+            time.sleep(max(0.0, self._released_at + self.reader_gap_s - time.monotonic()))
+            self._conn = self.store.open()
+            self._opened_at = time.monotonic()
+        return self._conn
+
+    def _release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            self._released_at = time.monotonic()
+            conn.close()
 
     def _run_windows(self, conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch]) -> list[tuple[bool, Any]]:
         then = partial(self.after_windows, batches=batches) if self.after_windows else None

@@ -1,38 +1,37 @@
--- Upsert a batch of calls (registered as `batch`, one row per id) into `calls`.
--- last_changed_at moves only when a field really changed.
+-- Upsert a batch of calls (registered as `batch`, one row per id, sorted by classify_calls
+-- into `batch_changes`) into `calls`. Plain UPDATE + INSERT of only what changed is several
+-- times faster in DuckDB than INSERT ... ON CONFLICT DO UPDATE over every row.
+-- last_changed_at moves only when a field really changed; last_synced_at whenever seen.
+UPDATE calls SET
+    tracking_number  = batch.tracking_number,
+    caller_number    = batch.caller_number,
+    duration_seconds = batch.duration_seconds,
+    outcome          = batch.outcome,
+    campaign_id      = batch.campaign_id,
+    affiliate_id     = batch.affiliate_id,
+    source           = batch.source,
+    caller_city      = batch.caller_city,
+    caller_state     = batch.caller_state,
+    recording_url    = batch.recording_url,
+    transcript_url   = batch.transcript_url,
+    sentiment        = batch.sentiment,
+    started_at       = batch.started_at,
+    extra            = batch.extra,
+    last_synced_at   = $synced_at,
+    last_changed_at  = $synced_at
+FROM batch
+JOIN batch_changes USING (id)
+WHERE calls.id = batch.id AND batch_changes.change = 'updated';
+
+UPDATE calls SET last_synced_at = $synced_at
+FROM batch_changes
+WHERE calls.id = batch_changes.id AND batch_changes.change = 'unchanged';
+
 INSERT INTO calls
 SELECT
-    id, tracking_number, caller_number, duration_seconds, outcome, campaign_id, affiliate_id,
+    batch.id, tracking_number, caller_number, duration_seconds, outcome, campaign_id, affiliate_id,
     source, caller_city, caller_state, recording_url, transcript_url, sentiment, started_at,
     extra, $synced_at, $synced_at, $synced_at
 FROM batch
-ON CONFLICT (id) DO UPDATE SET
-    tracking_number  = excluded.tracking_number,
-    caller_number    = excluded.caller_number,
-    duration_seconds = excluded.duration_seconds,
-    outcome          = excluded.outcome,
-    campaign_id      = excluded.campaign_id,
-    affiliate_id     = excluded.affiliate_id,
-    source           = excluded.source,
-    caller_city      = excluded.caller_city,
-    caller_state     = excluded.caller_state,
-    recording_url    = excluded.recording_url,
-    transcript_url   = excluded.transcript_url,
-    sentiment        = excluded.sentiment,
-    started_at       = excluded.started_at,
-    extra            = excluded.extra,
-    last_synced_at   = excluded.last_synced_at,
-    last_changed_at  = CASE
-        WHEN (calls.tracking_number, calls.caller_number, calls.duration_seconds, calls.outcome,
-              calls.campaign_id, calls.affiliate_id, calls.source, calls.caller_city,
-              calls.caller_state, calls.recording_url, calls.transcript_url, calls.sentiment,
-              calls.started_at, calls.extra::VARCHAR)
-             IS DISTINCT FROM
-             (excluded.tracking_number, excluded.caller_number, excluded.duration_seconds,
-              excluded.outcome, excluded.campaign_id, excluded.affiliate_id, excluded.source,
-              excluded.caller_city, excluded.caller_state, excluded.recording_url,
-              excluded.transcript_url, excluded.sentiment, excluded.started_at,
-              excluded.extra::VARCHAR)
-        THEN excluded.last_changed_at
-        ELSE calls.last_changed_at
-    END;
+JOIN batch_changes USING (id)
+WHERE batch_changes.change = 'new';
