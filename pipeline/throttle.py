@@ -3,9 +3,13 @@
 - ``max_concurrency`` requests in flight at most (a semaphore).
 - ``requests_per_second`` from the config is a hard cap: request starts are spaced
   at least 1/cap apart, so it is never exceeded.
-- On a 429 every task pauses together until Retry-After has passed, and the rate
-  is cut (multiplicative decrease); each success then raises it a little
-  (additive increase) until the next 429 or the cap. This is AIMD, as in TCP.
+- The first 429 tells us there is a limit: every task pauses together until
+  Retry-After has passed, and the rate is set just under what the server let
+  through in the last second. Each later 429 cuts the rate (multiplicative
+  decrease); successes raise it again (additive increase), quickly while far
+  below the rate that last drew a 429, then only by a slow creep that probes
+  whether the limit went up. This is AIMD, as in TCP, with CUBIC's memory of
+  where the ceiling was.
 - ``max_requests_per_run``: when it is spent, ``BudgetExhausted`` is raised
   before sending, so the run can commit what it has and pause cleanly.
 """
@@ -21,10 +25,13 @@ from typing import AsyncIterator
 
 from pipeline.errors import BudgetExhausted
 
-DECREASE_FACTOR = 0.8
-INCREASE_PER_SECOND = 0.5
-MIN_RATE = 0.5
-RATE_WINDOW_S = 2.0
+DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
+DECREASE_FACTOR = 0.85
+FAST_INCREASE = 0.2  # share of the rate added per second while below NEAR_CEILING
+NEAR_CEILING = 0.9
+CREEP_PER_SECOND = 0.1  # req/s added per second near the ceiling
+MIN_RATE = 0.2
+WINDOW_S = 1.0
 
 
 @dataclass
@@ -46,13 +53,15 @@ class Throttle:
         self.max_concurrency = max_concurrency
         self.cap = requests_per_second
         self.rate = requests_per_second
+        self.ceiling: float | None = None
         self.max_requests = max_requests
         self.stats = RequestStats()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._next_start = 0.0
         self._paused_until = 0.0
         self._last_decrease = 0.0
-        self._recent_starts: deque[float] = deque()
+        self._last_increase = time.monotonic()
+        self._recent_successes: deque[float] = deque()
 
     @property
     def budget_left(self) -> int | None:
@@ -75,44 +84,51 @@ class Throttle:
                 self._next_start = start + 1.0 / self.rate
             await asyncio.sleep(start - now)
             if time.monotonic() >= self._paused_until:
-                self._count_start()
-                return
-        if self.rate:
-            self._next_start = max(self._next_start, now) + 1.0 / self.rate
+                break
+        if self.rate and self._next_start <= now:
+            self._next_start = now + 1.0 / self.rate
         self._count_start()
 
     def _count_start(self) -> None:
         if self.max_requests is not None and self.stats.requests >= self.max_requests:
             raise BudgetExhausted(f"request budget of {self.max_requests} spent")
         self.stats.requests += 1
-        now = time.monotonic()
-        self._recent_starts.append(now)
-        while self._recent_starts and self._recent_starts[0] < now - RATE_WINDOW_S:
-            self._recent_starts.popleft()
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause everyone, and cut the rate once per pause."""
+        """A 429: pause everyone; cut the rate once per pause."""
         self.stats.rate_limited += 1
         now = time.monotonic()
-        self._paused_until = max(self._paused_until, now + (retry_after or 1.0))
-        if now - self._last_decrease < (retry_after or 1.0):
-            return
+        pause = retry_after if retry_after is not None else 1.0
+        self._paused_until = max(self._paused_until, now + pause)
+        if now - self._last_decrease < max(pause, WINDOW_S):
+            return  # the same burst of 429s: one cut is enough
         self._last_decrease = now
-        current = self.rate or self._observed_rate(now)
-        self.rate = max(MIN_RATE, current * DECREASE_FACTOR)
-        self._next_start = self._paused_until
-
-    def _observed_rate(self, now: float) -> float:
-        """Request starts per second over the last RATE_WINDOW_S (or since the first start)."""
-        if not self._recent_starts:
-            return 0.0
-        span = max(now - self._recent_starts[0], 1.0 / max(1, len(self._recent_starts)), 0.05)
-        return len(self._recent_starts) / min(RATE_WINDOW_S, span)
-
-    def succeeded(self) -> None:
-        """Additive increase: about INCREASE_PER_SECOND req/s more for each second of successes."""
-        if self.rate is None or self.rate == self.cap:
-            return
-        self.rate += INCREASE_PER_SECOND / self.rate
+        if self.rate is None:
+            self.ceiling = max(MIN_RATE, self._successes_in_window(now) / WINDOW_S)
+            self.rate = self.ceiling * DISCOVERY_MARGIN
+        else:
+            self.ceiling = self.rate
+            self.rate = max(MIN_RATE, self.rate * DECREASE_FACTOR)
         if self.cap is not None:
             self.rate = min(self.rate, self.cap)
+        self._next_start = self._paused_until
+        self._last_increase = self._paused_until
+
+    def succeeded(self) -> None:
+        now = time.monotonic()
+        self._recent_successes.append(now)
+        self._successes_in_window(now)
+        if self.rate is None or (self.cap is not None and self.rate >= self.cap):
+            return
+        elapsed, self._last_increase = max(0.0, now - self._last_increase), max(now, self._last_increase)
+        if self.ceiling is None or self.rate < self.ceiling * NEAR_CEILING:
+            self.rate += self.rate * FAST_INCREASE * elapsed
+        else:
+            self.rate += CREEP_PER_SECOND * elapsed
+        if self.cap is not None:
+            self.rate = min(self.rate, self.cap)
+
+    def _successes_in_window(self, now: float) -> int:
+        while self._recent_successes and self._recent_successes[0] < now - WINDOW_S:
+            self._recent_successes.popleft()
+        return len(self._recent_successes)

@@ -101,16 +101,16 @@ async def test_drift_while_paging_loses_and_duplicates_nothing(sandbox, make_set
 
 @pytest.fixture
 def bigger_data() -> SandboxData:
-    return SandboxData.generate(seed=11, calls=6_000, days=30)
+    return SandboxData.generate(seed=11, calls=12_000, days=60)
 
 
 async def test_server_errors_and_a_rate_limit_still_give_an_exact_copy(bigger_data, make_settings):
     from pipeline.sandbox import Faults, run_sandbox
 
-    faults = Faults(error_rate=0.1, rate_limit=60, rate_burst=10)
+    faults = Faults(error_rate=0.1, rate_limit=60)
     async with run_sandbox(data=bigger_data, faults=faults) as sandbox:
         settings = make_settings(sandbox.base_url, api={"max_retries": 10, "max_concurrency": 8})
-        summary = await sync.backfill(settings, bigger_data.today - timedelta(days=29), bigger_data.today, with_media=False)
+        summary = await sync.backfill(settings, bigger_data.today - timedelta(days=59), bigger_data.today, with_media=False)
         served = [r for r in sandbox.requests if r.host == "api"]
     assert summary.status == "ok", summary.failures
     assert summary.retries > 0
