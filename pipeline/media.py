@@ -1,9 +1,753 @@
-"""Recordings and transcripts: jobs, streaming downloads, atomic files. (Being built.)"""
+"""Recordings and transcripts: jobs, streaming downloads, atomic files.
+
+A media run (``fetch_pending``), top to bottom:
+
+1. Plan: set-based SQL gives every call with a ``recording_url``/``transcript_url`` a job
+   in ``media_jobs`` (one per call and kind) and notices URLs that changed.
+2. Clean ``MEDIA_DIR/.tmp``, where downloads are written before they get their name: a
+   killed run can only have left files there. We hold the run lock, so nobody else writes it.
+3. With ``--verify``, re-hash the stored recordings and reopen what is missing or changed.
+4. Page through the jobs due now (keyset paging) into a bounded queue that
+   ``media.concurrency`` workers drain; the client's throttle caps the total on top.
+5. A recording streams into a ``Spool`` (memory up to SPOOL_BYTES, then its temp file),
+   and in a file thread is written to ``.tmp``, fsynced and renamed to
+   ``recordings/YYYY/MM/DD/<name>.mp3``: the event loop does no file I/O for it, and a
+   download slot is free again as soon as the bytes are in. Only once the file has its
+   name and its folder is fsynced is it committed as done. Finished work is committed in
+   batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
+
+A 404 means "not ready yet": the job stays pending and is asked again on every run,
+with growing gaps once it has been missing for a day, and becomes ``unavailable``
+``media.max_age_days`` after the call. A failed download (after the client's retries)
+is ``failed`` and retried on later runs with back-off. A URL we refuse to fetch
+(foreign host while ``allow_foreign_hosts`` is false, not http(s)) is ``unavailable``
+with the reason in ``last_error``. A disk error stops the run (``DiskError``).
+
+The counts returned, per run: ``downloaded`` (and per kind ``recordings``,
+``transcripts``), ``bytes`` of recordings, ``not_ready`` (404s), ``failed`` and
+``unavailable`` (jobs that became so in this run), ``pending`` (jobs left waiting
+after the run), ``temp_files_removed`` (left by a killed run), and with --verify
+``verified`` / ``reverified_bad``.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import partial
+from pathlib import Path
+from typing import IO, Any
+
+import duckdb
+import pyarrow as pa
+
+from pipeline import load
+from pipeline.client import CallTrackingClient, Download
+from pipeline.config import Settings
+from pipeline.errors import (
+    ApiError,
+    AuthError,
+    BudgetExhausted,
+    CallsyncError,
+    DiskError,
+    MediaError,
+    NotFoundError,
+    UnsafeUrlError,
+)
+from pipeline.load import Writer
+
+log = logging.getLogger("callsync.media")
+
+RECORDING, TRANSCRIPT = "recording", "transcript"
+RECORDINGS_DIR = "recordings"
+TEMP_DIR = ".tmp"
+PAGE_SIZE = 10_000
+PLAN_STATE_KEY = "media_planned"
+PLAN_MARGIN = timedelta(days=1)
+FULL_PLAN = datetime(1970, 1, 1, tzinfo=timezone.utc)
+FLUSH_INTERVAL_S = 0.5
+FLUSH_ITEMS = 500
+MAX_STEM = 80
+HASH_CHUNK = 1 << 20
+SPOOL_BYTES = 1 << 20
+VERIFY_THREADS = 4
+LOGGED_FAILURES = 10
+DAY = timedelta(days=1)
+FAILURE_BACKOFF = timedelta(minutes=15)
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
-async def fetch_pending(client, writer, settings, *, run_id: str) -> dict[str, Any]:
-    return {}
+# --- names and places -------------------------------------------------------------
+
+
+def file_stem(call_id: str) -> str:
+    """A file name for a call id: the id itself when it is plain ([A-Za-z0-9._-], not
+    starting with a dot, not too long); otherwise a sanitised prefix + ``~`` + a short
+    hash of the id. ``~`` never survives sanitising, so the two kinds cannot collide."""
+    stem = _UNSAFE_CHARS.sub("_", call_id).lstrip(".")[:MAX_STEM]
+    if stem == call_id:
+        return stem
+    digest = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{stem or 'call'}~{digest}"
+
+
+def recording_path(call_id: str, started_at: datetime) -> str:
+    """Where a recording goes, relative to the media folder: recordings/YYYY/MM/DD/<stem>.mp3
+    (the UTC day the call started)."""
+    return f"{RECORDINGS_DIR}/{started_at.astimezone(timezone.utc):%Y/%m/%d}/{file_stem(call_id)}.mp3"
+
+
+class MediaFolder:
+    """The media folder: temp files in ``.tmp`` (same filesystem, so a rename is atomic),
+    recordings under ``recordings/``. Every path is checked to resolve inside the folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.temp = self.root / TEMP_DIR
+        self._real_root = os.path.realpath(self.root)
+        self._known_dirs: set[Path] = set()
+        self._counter = 0
+
+    def prepare(self) -> int:
+        """Create the folder and its temp folder; remove temp files a killed run left. Returns how many."""
+        try:
+            self.temp.mkdir(parents=True, exist_ok=True)
+            self._real_root = os.path.realpath(self.root)
+            return self._empty_temp()
+        except OSError as exc:
+            raise disk_error(exc, self.temp) from None
+
+    def clean_temp(self) -> None:
+        """Best effort, at the end of a run: temp files of cancelled downloads."""
+        try:
+            self._empty_temp()
+        except OSError:
+            pass
+
+    def _empty_temp(self) -> int:
+        removed = 0
+        with os.scandir(self.temp) as entries:
+            for entry in entries:
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                removed += 1
+        return removed
+
+    def new_temp(self) -> Path:
+        self._counter += 1
+        return self.temp / f"{os.getpid()}-{self._counter}.part"
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a stored file; MediaError if it would land outside the folder."""
+        target = self.root / relative
+        real = os.path.realpath(target)
+        if not real.startswith(self._real_root + os.sep):
+            raise MediaError(f"{relative!r}: resolves outside the media folder {self.root}; refused")
+        return target
+
+    def place(self, spool: Spool, relative: str) -> set[Path]:
+        """In a worker thread: the download into its temp file, fsynced, then renamed to
+        its final name. Returns the folders whose entries changed (to fsync before committing)."""
+        target = self.resolve(relative)  # before creating any folder for it
+        spool.save()
+        changed = self._ensure_dir(target.parent)
+        self.resolve(relative)  # and again once the folders exist
+        os.replace(spool.temp, target)
+        changed.add(target.parent)
+        return changed
+
+    def _ensure_dir(self, folder: Path) -> set[Path]:
+        if folder in self._known_dirs:
+            return set()
+        folder.mkdir(parents=True, exist_ok=True)
+        # Newly seen folders, and each of their parents up to the root, get fsynced once.
+        changed = {folder}
+        parent = folder
+        while parent != self.root and parent.parent != parent:
+            parent = parent.parent
+            changed.add(parent)
+        self._known_dirs.add(folder)
+        return changed
+
+    @staticmethod
+    def sync_dirs(folders: set[Path]) -> None:
+        for folder in folders:
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def disk_error(exc: OSError, where: Path | str) -> DiskError:
+    reason = exc.strerror or type(exc).__name__
+    return DiskError(f"{exc.filename or where}: cannot write media: {reason}")
+
+
+class Spool:
+    """Where a download's bytes go: memory up to SPOOL_BYTES, then its temp file (the
+    client writes, seeks and truncates; each retry starts over). Typical recordings never
+    touch the disk from the event loop: the file is written, fsynced and renamed in a thread."""
+
+    def __init__(self, temp: Path, limit: int):
+        self.temp = temp
+        self.limit = limit
+        self._memory = io.BytesIO()
+        self._file: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._file is None and self._memory.tell() + len(data) > self.limit:
+            self._spill()
+        return (self._file or self._memory).write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return (self._file or self._memory).seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return (self._file or self._memory).truncate(size)
+
+    def _spill(self) -> None:
+        self._file = open(self.temp, "wb")
+        self._file.write(self._memory.getvalue())
+        self._memory = io.BytesIO()
+
+    def save(self) -> None:
+        """In a worker thread: the bytes into the temp file, fsynced and closed."""
+        if self._file is None:
+            self._file = open(self.temp, "wb")
+            self._file.write(self._memory.getvalue())
+            self._memory = io.BytesIO()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._memory = io.BytesIO()
+        self.temp.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path) -> tuple[int, str] | None:
+    """Size and sha256 of a file, or None if it is not there."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    return size, digest.hexdigest()
+
+
+# --- jobs and what becomes of them -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    call_id: str
+    kind: str
+    url: str
+    started_at: datetime
+    missing_since: datetime | None
+    failures: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job's new state after an attempt: one row of the `outcomes` table."""
+
+    call_id: str
+    kind: str
+    status: str
+    failures: int = 0
+    last_error: str | None = None
+    missing_since: datetime | None = None
+    next_attempt_at: datetime | None = None
+    done_at: datetime | None = None
+
+
+def done(job: Job, now: datetime) -> Outcome:
+    return Outcome(job.call_id, job.kind, "done", done_at=now)
+
+
+def not_ready(job: Job, now: datetime, max_age_days: int, error: str) -> Outcome:
+    """A 404: asked again on every run for a day, then with gaps growing to a day;
+    unavailable max_age_days after the call started."""
+    if now >= job.started_at + timedelta(days=max_age_days):
+        reason = f"still not available {max_age_days} days after the call: {error}"
+        return Outcome(job.call_id, job.kind, "unavailable", last_error=reason)
+    missing_since = job.missing_since or now
+    missing_for = now - missing_since
+    next_attempt = None if missing_for < DAY else now + min(DAY, missing_for / 4)
+    return Outcome(job.call_id, job.kind, "pending", 0, f"not ready yet: {error}", missing_since, next_attempt)
+
+
+def failed(job: Job, now: datetime, error: str) -> Outcome:
+    """Retried on the next run, then after 15 min, 30 min, 1 h, ... at most a day apart."""
+    failures = job.failures + 1
+    gap = min(DAY, FAILURE_BACKOFF * 2 ** min(failures - 2, 10)) if failures > 1 else timedelta(0)
+    return Outcome(job.call_id, job.kind, "failed", failures, error, job.missing_since, now + gap)
+
+
+def refused(job: Job, error: str) -> Outcome:
+    return Outcome(job.call_id, job.kind, "unavailable", last_error=f"refused: {error}")
+
+
+# --- committing in batches ----------------------------------------------------------------
+
+
+OUTCOME_SCHEMA = pa.schema(
+    [
+        ("call_id", pa.string()),
+        ("kind", pa.string()),
+        ("status", pa.string()),
+        ("failures", pa.int32()),
+        ("last_error", pa.string()),
+        ("missing_since", pa.timestamp("us", tz="UTC")),
+        ("next_attempt_at", pa.timestamp("us", tz="UTC")),
+        ("done_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+RECORDING_SCHEMA = pa.schema(
+    [
+        ("call_id", pa.string()),
+        ("path", pa.string()),
+        ("size_bytes", pa.int64()),
+        ("sha256", pa.string()),
+        ("content_type", pa.string()),
+    ]
+)
+SEGMENT_SCHEMA = pa.schema(
+    [
+        ("call_id", pa.string()),
+        ("segment_index", pa.int32()),
+        ("speaker", pa.string()),
+        ("text", pa.string()),
+        ("timestamp", pa.float64()),
+    ]
+)
+
+
+@dataclass
+class Finished:
+    """Work done since the last flush, waiting to be committed together."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    recordings: list[tuple] = field(default_factory=list)
+    transcripts: list[str] = field(default_factory=list)
+    segments: list[tuple] = field(default_factory=list)
+    folders: set[Path] = field(default_factory=set)
+
+    def __len__(self) -> int:
+        return len(self.outcomes)
+
+
+def commit_finished(conn: duckdb.DuckDBPyConnection, finished: Finished) -> None:
+    """In the writer thread: one transaction for a batch of finished jobs."""
+    tables = {
+        "outcomes": pa.Table.from_pylist([vars(outcome) for outcome in finished.outcomes], OUTCOME_SCHEMA),
+        "fetched_recordings": pa.Table.from_arrays(_columns(finished.recordings, 5), schema=RECORDING_SCHEMA),
+        "fetched_transcripts": pa.table({"call_id": pa.array(finished.transcripts, pa.string())}),
+        "fetched_segments": pa.Table.from_arrays(_columns(finished.segments, 5), schema=SEGMENT_SCHEMA),
+    }
+    with load.transaction(conn):
+        for name, table in tables.items():
+            conn.register(name, table)
+        try:
+            load.run_sql(conn, "media_commit", now=load.utcnow())
+        finally:
+            for name in tables:
+                conn.unregister(name)
+
+
+def _columns(rows: list[tuple], width: int) -> list[list]:
+    return [list(column) for column in zip(*rows)] if rows else [[] for _ in range(width)]
+
+
+class Batcher:
+    """Collects finished jobs and hands them to the writer as one work item every
+    FLUSH_INTERVAL_S or FLUSH_ITEMS, after fsyncing the folders their files were renamed in."""
+
+    def __init__(self, writer: Writer, folder: MediaFolder):
+        self.writer = writer
+        self.folder = folder
+        self._finished = Finished()
+        self._last_flush = time.monotonic()
+        self._commits: list[asyncio.Future] = []
+
+    def add(self, outcome: Outcome, *, recording: tuple | None = None, segments: list[tuple] | None = None,
+            folders: set[Path] | None = None) -> None:
+        finished = self._finished
+        finished.outcomes.append(outcome)
+        if recording is not None:
+            finished.recordings.append(recording)
+        if segments is not None:
+            finished.transcripts.append(outcome.call_id)
+            finished.segments.extend(segments)
+        if folders:
+            finished.folders |= folders
+
+    def due(self) -> bool:
+        return len(self._finished) >= FLUSH_ITEMS or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+
+    async def flush(self) -> None:
+        finished, self._finished = self._finished, Finished()
+        self._last_flush = time.monotonic()
+        if not finished.outcomes:
+            return
+        if finished.folders:
+            try:
+                await asyncio.to_thread(MediaFolder.sync_dirs, finished.folders)
+            except OSError as exc:
+                raise disk_error(exc, self.folder.root) from None
+        self._check_commits()
+        future = await self.writer.submit(partial(commit_finished, finished=finished), rows=len(finished))
+        self._commits.append(future)
+
+    def _check_commits(self) -> None:
+        """Forget committed batches; a batch that failed to commit stops the run."""
+        for future in self._commits:
+            if future.done() and not future.cancelled() and future.exception() is not None:
+                raise future.exception()
+        self._commits = [future for future in self._commits if not future.done()]
+
+    async def close(self) -> None:
+        """Commit everything collected and wait until it is committed."""
+        await self.flush()
+        commits, self._commits = self._commits, []
+        if commits:
+            self.writer.flush()
+            results = await asyncio.gather(*commits, return_exceptions=True)
+            errors = [result for result in results if isinstance(result, BaseException)]
+            if errors:
+                raise errors[0]
+        self.writer.raise_failure()
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+@dataclass
+class MediaCounts:
+    """What one run did (see the module docstring); ``pending`` is what is left after it."""
+
+    downloaded: int = 0
+    recordings: int = 0
+    transcripts: int = 0
+    bytes: int = 0
+    not_ready: int = 0
+    failed: int = 0
+    unavailable: int = 0
+    pending: int = 0
+    temp_files_removed: int = 0
+    verified: int = 0
+    reverified_bad: int = 0
+
+
+class MediaFetcher:
+    """``media.concurrency`` workers drain a bounded queue of due jobs. A downloaded
+    recording is fsynced and renamed by a separate task in a small thread pool, so a
+    download slot is free again as soon as the bytes are in."""
+
+    def __init__(self, client: CallTrackingClient, writer: Writer, settings: Settings, folder: MediaFolder,
+                 counts: MediaCounts):
+        self.client = client
+        self.writer = writer
+        self.settings = settings.media
+        self.folder = folder
+        self.counts = counts
+        self.batcher = Batcher(writer, folder)
+        workers = self.settings.concurrency
+        self._placing = asyncio.Semaphore(workers * 2)  # bounds open temp files waiting to be placed
+        self._files = ThreadPoolExecutor(min(workers, 2), thread_name_prefix="callsync-media")
+        self._group: asyncio.TaskGroup | None = None
+
+    async def run(self, *, ignore_backoff: bool) -> None:
+        workers = self.settings.concurrency
+        queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=workers * 4)
+        try:
+            async with asyncio.TaskGroup() as self._group:
+                self._group.create_task(self._produce(queue, workers, ignore_backoff))
+                for _ in range(workers):
+                    self._group.create_task(self._work(queue))
+        except* CallsyncError as errors:
+            await self._close_quietly()
+            raise errors.exceptions[0] from None
+        finally:
+            self._files.shutdown(wait=False)
+        await self.batcher.close()
+
+    async def _close_quietly(self) -> None:
+        """After a fatal error: commit what finished, but let the first error be the one reported."""
+        try:
+            await self.batcher.close()
+        except CallsyncError as exc:
+            log.error("could not commit finished media: %s", exc)
+
+    async def _produce(self, queue: asyncio.Queue, workers: int, ignore_backoff: bool) -> None:
+        """Pages of due jobs into the queue; the next page is read while this one drains."""
+
+        def read(after: int) -> asyncio.Task:
+            page = partial(due_jobs, settings=self.settings, after=after, ignore_backoff=ignore_backoff,
+                           now=load.utcnow())
+            assert self._group is not None
+            return self._group.create_task(self.writer.run(page))
+
+        reading = read(-1)
+        while True:
+            page = await reading
+            if page.more:
+                reading = read(page.last_row)
+            for job in page.jobs:
+                await queue.put(job)
+            if not page.more:
+                break
+        for _ in range(workers):
+            await queue.put(None)
+
+    async def _work(self, queue: asyncio.Queue) -> None:
+        while (job := await queue.get()) is not None:
+            await self._attempt(job)
+
+    async def _attempt(self, job: Job) -> None:
+        now = load.utcnow()
+        try:
+            if job.kind == RECORDING:
+                await self._fetch_recording(job, now)
+            else:
+                await self._fetch_transcript(job, now)
+        except (AuthError, BudgetExhausted, DiskError):
+            raise
+        except NotFoundError as exc:
+            self.counts.not_ready += 1
+            await self._record(not_ready(job, now, self.settings.max_age_days, str(exc)))
+        except UnsafeUrlError as exc:
+            await self._record(refused(job, str(exc)))
+        except (ApiError, MediaError) as exc:
+            await self._record(failed(job, now, str(exc)))
+
+    async def _record(self, outcome: Outcome, **stored: Any) -> None:
+        if outcome.status == "failed":
+            self.counts.failed += 1
+            if self.counts.failed <= LOGGED_FAILURES:
+                log.warning("%s of %s failed: %s", outcome.kind, outcome.call_id, outcome.last_error,
+                            extra={"event": "media_failed", "call_id": outcome.call_id, "kind": outcome.kind})
+        elif outcome.status == "unavailable":
+            self.counts.unavailable += 1
+        self.batcher.add(outcome, **stored)
+        if self.batcher.due():
+            await self.batcher.flush()
+
+    async def _fetch_recording(self, job: Job, now: datetime) -> None:
+        relative = recording_path(job.call_id, job.started_at)
+        await self._placing.acquire()
+        spool = Spool(self.folder.new_temp(), SPOOL_BYTES)
+        try:
+            download = await self.client.download(job.url, spool)
+        except BaseException as exc:
+            self._placing.release()
+            spool.discard()
+            if isinstance(exc, OSError):
+                raise disk_error(exc, spool.temp) from None
+            raise
+        assert self._group is not None
+        self._group.create_task(self._place(job, now, spool, relative, download))
+
+    async def _place(self, job: Job, now: datetime, spool: Spool, relative: str, download: Download) -> None:
+        """Save + fsync + rename in the file threads, then record the recording as done."""
+        loop = asyncio.get_running_loop()
+        try:
+            folders = await loop.run_in_executor(self._files, self.folder.place, spool, relative)
+        except (OSError, MediaError) as exc:
+            # (If cancelled instead, the thread finishes the rename or the temp file is
+            # cleaned up later; either way nothing is marked done.)
+            spool.discard()
+            if isinstance(exc, OSError):
+                raise disk_error(exc, self.folder.root / relative) from None
+            await self._record(failed(job, now, str(exc)))
+            return
+        finally:
+            self._placing.release()
+        self.counts.downloaded += 1
+        self.counts.recordings += 1
+        self.counts.bytes += download.size_bytes
+        row = (job.call_id, relative, download.size_bytes, download.sha256, download.content_type)
+        await self._record(done(job, now), recording=row, folders=folders)
+
+    async def _fetch_transcript(self, job: Job, now: datetime) -> None:
+        transcript = await self.client.get_transcript(job.url)
+        segments = [
+            (job.call_id, index, segment.speaker, segment.text, segment.timestamp)
+            for index, segment in enumerate(transcript.segments)
+        ]
+        self.counts.downloaded += 1
+        self.counts.transcripts += 1
+        await self._record(done(job, now), segments=segments)
+
+
+@dataclass(frozen=True)
+class DuePage:
+    jobs: list[Job]
+    last_row: int
+    more: bool
+
+
+def due_jobs(conn: duckdb.DuckDBPyConnection, settings, after: int, ignore_backoff: bool, now: datetime) -> DuePage:
+    """One page of the jobs to attempt now, after media_jobs row ``after``."""
+    rows = load.run_sql(
+        conn,
+        "media_due_jobs",
+        now=now,
+        ignore_backoff=ignore_backoff,
+        recordings=settings.recordings,
+        transcripts=settings.transcripts,
+        after=after,
+        page_size=PAGE_SIZE,
+    ).fetchall()
+    jobs = [Job(*row[1:]) for row in rows if row[4] is not None]
+    return DuePage(jobs, rows[-1][0] if rows else after, len(rows) == PAGE_SIZE)
+
+
+def plan_jobs(conn: duckdb.DuckDBPyConnection, settings, now: datetime) -> None:
+    """Jobs for calls changed since the previous plan (all calls when the kinds to fetch
+    changed, or on the first plan); the margin covers a clock that stepped back."""
+    plan = json.dumps({"recordings": settings.recordings, "transcripts": settings.transcripts})
+    previous = load.get_state(conn, PLAN_STATE_KEY)
+    since = FULL_PLAN
+    if previous:
+        planned_at, _, kinds = previous.partition(" ")
+        if kinds == plan:
+            since = datetime.fromisoformat(planned_at) - PLAN_MARGIN
+    with load.transaction(conn):
+        load.run_sql(
+            conn,
+            "media_plan_jobs",
+            now=now,
+            since=since,
+            recordings=settings.recordings,
+            transcripts=settings.transcripts,
+            allow_foreign_hosts=settings.allow_foreign_hosts,
+        )
+        load.set_state(conn, PLAN_STATE_KEY, f"{now.isoformat()} {plan}")
+
+
+def media_status(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    return dict(load.run_sql(conn, "status_media").fetchall())
+
+
+# --- verify --------------------------------------------------------------------------------
+
+
+async def verify_recordings(writer: Writer, folder: MediaFolder, counts: MediaCounts) -> None:
+    """Re-hash every stored recording; reopen those missing or not matching (and done
+    jobs without a stored row), so that this run fetches them again."""
+    after = ""
+    with ThreadPoolExecutor(VERIFY_THREADS, thread_name_prefix="callsync-verify") as pool:
+        while True:
+            rows = await writer.run(partial(_stored_page, after=after))
+            if not rows:
+                break
+            bad = await asyncio.to_thread(_check_page, pool, folder, rows)
+            counts.verified += len(rows)
+            counts.reverified_bad += len(bad)
+            if bad:
+                await writer.run(partial(_reopen, bad=bad))
+            after = rows[-1][0]
+    await writer.run(partial(_reopen, bad=[]))
+
+
+def _stored_page(conn: duckdb.DuckDBPyConnection, after: str) -> list[tuple]:
+    return load.run_sql(conn, "media_stored_recordings", after_call=after, page_size=PAGE_SIZE).fetchall()
+
+
+def _check_page(pool: ThreadPoolExecutor, folder: MediaFolder, rows: list[tuple]) -> list[tuple[str, str]]:
+    return [problem for problem in pool.map(partial(_check_one, folder), rows) if problem is not None]
+
+
+def _check_one(folder: MediaFolder, row: tuple) -> tuple[str, str] | None:
+    call_id, relative, size, sha256 = row
+    try:
+        path = folder.resolve(relative)
+    except MediaError as exc:
+        return call_id, f"verify: {exc}"
+    found = sha256_of(path)
+    if found is None:
+        return call_id, f"verify: {relative} is missing"
+    if found != (size, sha256):
+        return call_id, f"verify: {relative} does not match what was downloaded"
+    return None
+
+
+def _reopen(conn: duckdb.DuckDBPyConnection, bad: list[tuple[str, str]]) -> None:
+    reopen = pa.table(
+        {"call_id": pa.array([b[0] for b in bad], pa.string()), "reason": pa.array([b[1] for b in bad], pa.string())}
+    )
+    with load.transaction(conn):
+        conn.register("reopen", reopen)
+        try:
+            load.run_sql(conn, "media_reopen")
+        finally:
+            conn.unregister("reopen")
+
+
+# --- the entry point ---------------------------------------------------------------------
+
+
+async def fetch_pending(
+    client: CallTrackingClient,
+    writer: Writer,
+    settings: Settings,
+    *,
+    run_id: str,
+    verify: bool = False,
+    ignore_backoff: bool = False,
+    counts: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Fetch every recording and transcript not stored yet (see the module docstring).
+
+    The counts go into ``counts`` if given (and are returned): a caller has them even when
+    a fatal error (budget spent, disk full, auth) is raised."""
+    media = settings.media
+    tally = MediaCounts()
+    result = counts if counts is not None else {}
+    if not (media.recordings or media.transcripts):
+        return result
+    folder = MediaFolder(media.dir)
+    try:
+        if media.recordings:
+            tally.temp_files_removed = await asyncio.to_thread(folder.prepare)
+        await writer.run(partial(plan_jobs, settings=media, now=load.utcnow()))
+        if verify and media.recordings:
+            await verify_recordings(writer, folder, tally)
+        await MediaFetcher(client, writer, settings, folder, tally).run(ignore_backoff=ignore_backoff)
+    except CallsyncError:
+        await _count_pending(writer, tally)
+        raise
+    finally:
+        if media.recordings:
+            await asyncio.to_thread(folder.clean_temp)
+        result.update(vars(tally))
+    await _count_pending(writer, tally)
+    result.update(vars(tally))
+    log.debug("media run %s: %s", run_id, vars(tally), extra={"event": "media_done", **vars(tally)})
+    return result
+
+
+async def _count_pending(writer: Writer, tally: MediaCounts) -> None:
+    try:
+        tally.pending = (await writer.run(media_status)).get("pending", 0)
+    except CallsyncError as exc:  # the database itself failed: the run's error already says so
+        log.debug("could not count pending media: %s", exc)

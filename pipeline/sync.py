@@ -71,12 +71,16 @@ class RunSummary:
         self.calls_unchanged += counts.unchanged
         self.rejected += counts.rejected
 
+    @property
+    def outcome(self) -> str:
+        return "paused: request budget" if self.status == "paused" else self.status
+
     def line(self) -> str:
         if self.command == "media":
-            text = f"media {self.status}: {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
+            text = f"media {self.outcome}: {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
             return text + self._media_text() + f", {self.elapsed_s:.1f}s"
         text = (
-            f"{self.command} {self.status}: {self.windows_done} windows"
+            f"{self.command} {self.outcome}: {self.windows_done} windows"
             f" ({self.windows_skipped} skipped, {self.windows_failed} failed, {self.refetches} refetched),"
             f" calls {self.calls_new} new / {self.calls_updated} updated / {self.calls_unchanged} unchanged,"
             f" {self.rejected} rejected, {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
@@ -258,7 +262,7 @@ async def _recorded_run(
                     await work(client, writer, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
             except BudgetExhausted as exc:
-                summary.status, summary.error = "paused", f"paused: request budget ({exc})"
+                summary.status, summary.error = "paused", f"paused: request budget ({exc}); the next run continues"
             except CallsyncError as exc:
                 summary.status, summary.error, summary.error_exit_code = "aborted", str(exc), exc.exit_code
             finally:

@@ -1,0 +1,403 @@
+"""Recordings and transcripts against the real sandbox: byte-exact files, incremental runs,
+not-ready transcripts, redirects and foreign hosts, hostile ids, disk failures, kill -9, --verify."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from pipeline import media, report, state, sync
+from pipeline.media import Job, file_stem, recording_path
+from pipeline.sandbox import SandboxData
+from tests.conftest import TOKEN, run_cli, start_cli, write_config
+
+
+@pytest.fixture
+def small_data() -> SandboxData:
+    return SandboxData.generate(seed=11, calls=120, days=3)
+
+
+def rows(settings, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(settings.database.path), read_only=True) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def job_counts(settings) -> dict[tuple[str, str], int]:
+    return {(kind, status): count for kind, status, count in rows(
+        settings, "SELECT kind, status, count(*) FROM media_jobs GROUP BY ALL")}
+
+
+def requests_to(sandbox, suffix: str, host: str | None = None) -> list:
+    return [r for r in sandbox.requests if r.path.endswith(suffix) and (host is None or r.host == host)]
+
+
+def recorded_calls(data: SandboxData) -> list[dict]:
+    return [call for call in data.calls_between(None, None) if call["recording_url"]]
+
+
+def sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def assert_recordings_match(settings, data: SandboxData, *, complete: bool = True) -> dict[str, tuple]:
+    """Every stored recording is on disk, byte-exact; every done job has its file. Returns the rows."""
+    media_dir = settings.media.dir
+    stored = {row[0]: row[1:] for row in rows(settings, "SELECT call_id, path, size_bytes, sha256 FROM recordings")}
+    done = {row[0] for row in rows(settings, "SELECT call_id FROM media_jobs WHERE kind = 'recording' AND status = 'done'")}
+    assert done == set(stored), "a recording job is done without its stored row, or the reverse"
+    for call_id, (path, size, digest) in stored.items():
+        content = (media_dir / path).read_bytes()
+        expected = data.recording_bytes(call_id)
+        assert content == expected and digest == sha256(expected) and size == len(expected)
+    if complete:
+        assert set(stored) == {call["id"] for call in recorded_calls(data)}
+    return stored
+
+
+def final_files(settings) -> list[Path]:
+    return sorted((settings.media.dir / "recordings").rglob("*.mp3"))
+
+
+async def wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    """Wait on server state (the sandbox runs in this event loop), never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+# --- end to end, in process ---------------------------------------------------------------
+
+
+async def test_backfill_stores_every_recording_and_ready_transcript_and_a_rerun_downloads_nothing(
+    sandbox, make_settings
+):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url)
+    summary = await sync.backfill(settings, data.first_day, data.today)
+    assert summary.status == "ok", summary.error
+    recorded = recorded_calls(data)
+    pending = [call["id"] for call in recorded if data.transcript_pending(call["id"])]
+    assert pending, "the sandbox should hold some transcripts back"
+
+    stored = assert_recordings_match(settings, data)
+    for call in recorded:
+        day = datetime.fromisoformat(call["started_at"].replace("Z", "+00:00"))
+        assert stored[call["id"]][0] == f"recordings/{day:%Y/%m/%d}/{call['id']}.mp3"
+    segments = rows(settings, "SELECT call_id, segment_index, speaker, text, \"timestamp\" FROM transcript_segments")
+    by_call: dict[str, list] = {}
+    for call_id, _index, speaker, text, stamp in sorted(segments):
+        by_call.setdefault(call_id, []).append({"speaker": speaker, "text": text, "timestamp": stamp})
+    ready = [call["id"] for call in recorded if call["id"] not in pending]
+    assert set(by_call) == set(ready)
+    for call_id in ready:
+        assert by_call[call_id] == data.transcript(call_id)["segments"]
+    full_text = rows(settings, "SELECT full_text FROM call_transcripts WHERE call_id = ?", [ready[0]])[0][0]
+    assert data.transcript(ready[0])["segments"][0]["text"] in full_text
+
+    assert summary.media["recordings"] == len(recorded) and summary.media["transcripts"] == len(ready)
+    assert summary.media["bytes"] == sum(len(data.recording_bytes(call["id"])) for call in recorded)
+    assert summary.media["pending"] == len(pending) and summary.media["failed"] == 0
+    assert f"media {len(recorded) + len(ready)} downloaded / {len(pending)} pending" in summary.line()
+    assert not list((settings.media.dir / ".tmp").iterdir())
+
+    asked_before = len(sandbox.requests)
+    again = await sync.sync(settings, today=data.today)
+    assert again.status == "ok" and again.media["downloaded"] == 0
+    later = sandbox.requests[asked_before:]
+    assert not [r for r in later if r.path.endswith("/recording")]
+    assert sorted(r.path.split("/")[-2] for r in later if r.path.endswith("/transcript")) == sorted(pending)
+
+
+async def test_transcripts_ready_later_are_fetched_by_a_later_run(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url)
+    await sync.backfill(settings, data.first_day, data.today)
+    pending = {job[0] for job in rows(settings, "SELECT call_id FROM media_jobs WHERE status = 'pending'")}
+    assert pending and rows(settings, "SELECT count(*) FROM media_jobs WHERE status = 'pending' AND last_error LIKE 'not ready yet%'")[0][0] == len(pending)
+
+    assert set(data.make_transcripts_ready()) >= pending
+    summary = await sync.sync(settings, today=data.today)
+    assert summary.media["transcripts"] == len(pending) and summary.media["pending"] == 0
+    assert job_counts(settings).get(("transcript", "pending"), 0) == 0
+    fetched = {row[0] for row in rows(settings, "SELECT DISTINCT call_id FROM transcript_segments")}
+    assert pending <= fetched
+
+
+async def test_a_transcript_fetched_again_replaces_its_segments(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, media={"recordings": False})
+    await sync.backfill(settings, data.first_day, data.today)
+    call_id = rows(settings, "SELECT call_id FROM media_jobs WHERE kind = 'transcript' AND status = 'done' LIMIT 1")[0][0]
+    with duckdb.connect(str(settings.database.path)) as conn:  # as if the vendor had re-transcribed the call
+        conn.execute("INSERT INTO transcript_segments VALUES (?, 999, 'ai', 'stale', 1.0)", [call_id])
+        conn.execute("UPDATE media_jobs SET status = 'pending' WHERE call_id = ? AND kind = 'transcript'", [call_id])
+    summary = await sync.media(settings)
+    assert summary.media["transcripts"] == 1
+    stored = rows(settings, "SELECT speaker, text, \"timestamp\" FROM transcript_segments WHERE call_id = ? ORDER BY segment_index",
+                  [call_id])
+    assert [dict(zip(("speaker", "text", "timestamp"), row)) for row in stored] == data.transcript(call_id)["segments"]
+    assert not final_files(settings) and not rows(settings, "SELECT * FROM media_jobs WHERE kind = 'recording'")
+
+
+async def test_media_still_missing_after_max_age_becomes_unavailable_and_is_not_asked_again(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, media={"max_age_days": 0})
+    summary = await sync.backfill(settings, data.first_day, data.today)
+    missing = {row[0] for row in rows(settings, "SELECT call_id FROM media_jobs WHERE status = 'unavailable'")}
+    assert missing and summary.media["unavailable"] == len(missing) and summary.media["pending"] == 0
+    assert summary.exit_code == 0, "media that is not there is not a failure"
+    assert all("not available 0 days after the call" in row[0] for row in rows(
+        settings, "SELECT last_error FROM media_jobs WHERE status = 'unavailable'"))
+
+    asked_before = len(sandbox.requests)
+    data.make_transcripts_ready()
+    await sync.media(settings)
+    assert not [r for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript")]
+
+
+def test_not_ready_is_asked_every_run_for_a_day_then_with_growing_gaps():
+    now = datetime(2026, 3, 20, 12, tzinfo=timezone.utc)
+    call = now - timedelta(days=3)
+
+    def miss(missing_for: timedelta | None):
+        since = None if missing_for is None else now - missing_for
+        return media.not_ready(Job("c", "transcript", "u", call, since, 0), now, 14, "HTTP 404")
+
+    first = miss(None)
+    assert (first.status, first.missing_since, first.next_attempt_at) == ("pending", now, None)
+    assert miss(timedelta(hours=23)).next_attempt_at is None
+    gaps = [miss(timedelta(days=days)).next_attempt_at - now for days in (1, 2, 4, 8)]
+    assert gaps == sorted(gaps) and gaps[0] > timedelta(0) and gaps[-1] == timedelta(days=1)
+    old = media.not_ready(Job("c", "transcript", "u", now - timedelta(days=14), now, 0), now, 14, "HTTP 404")
+    assert old.status == "unavailable"
+
+    failures = [media.failed(Job("c", "recording", "u", call, None, n), now, "HTTP 503") for n in range(10)]
+    assert failures[0].next_attempt_at == now, "the first failure is retried on the next run"
+    gaps = [outcome.next_attempt_at - now for outcome in failures]
+    assert gaps == sorted(gaps) and gaps[-1] == timedelta(days=1)
+
+
+async def test_failed_downloads_fail_the_run_and_are_retried_by_the_next(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, api={"max_retries": 1})
+    await sync.backfill(settings, data.first_day, data.today, with_media=False)
+    sandbox.faults.error_rate = 1.0
+    broken = await sync.media(settings)
+    assert broken.status == "failed" and broken.exit_code == 1
+    assert broken.media["failed"] == len(recorded_calls(data)) + len(recorded_calls(data))
+    assert job_counts(settings) == {("recording", "failed"): len(recorded_calls(data)),
+                                    ("transcript", "failed"): len(recorded_calls(data))}
+    assert all("HTTP 50" in row[0] for row in rows(settings, "SELECT last_error FROM media_jobs"))
+    assert not final_files(settings)
+
+    sandbox.faults.error_rate = 0.0
+    fixed = await sync.media(settings)
+    assert fixed.status == "ok" and fixed.media["failed"] == 0
+    assert_recordings_match(settings, data)
+
+
+async def test_a_spent_request_budget_pauses_cleanly_and_the_next_run_continues(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, api={"max_requests_per_run": 60}, media={"transcripts": False})
+    await sync.backfill(make_settings(sandbox.base_url), data.first_day, data.today, with_media=False)
+    paused = await sync.media(settings)
+    assert paused.status == "paused" and paused.exit_code == 0
+    assert 0 < paused.media["recordings"] <= 60
+    assert_recordings_match(settings, data, complete=False)
+    for _run in range(10):
+        if (await sync.media(settings)).status == "ok":
+            break
+    else:
+        raise AssertionError("later runs never finished the media")
+    assert_recordings_match(settings, data)
+
+
+# --- safety -------------------------------------------------------------------------------------
+
+
+async def test_recordings_redirected_to_the_storage_host_arrive_without_the_token(sandbox, make_settings):
+    data = sandbox.data
+    sandbox.faults.redirect_recordings = True
+    settings = make_settings(sandbox.base_url, media={"transcripts": False})
+    await sync.backfill(settings, data.first_day, data.today)
+    assert_recordings_match(settings, data)
+    storage = [r for r in sandbox.requests if r.host == "storage"]
+    assert len(storage) == len(recorded_calls(data))
+    assert all(r.authorization is None for r in storage)
+    assert all(r.authorization == f"Bearer {TOKEN}" for r in sandbox.requests if r.host == "api")
+
+
+async def test_foreign_recording_urls_are_fetched_without_credentials_or_refused(sandbox, make_settings):
+    data = sandbox.data
+    sandbox.faults.foreign_recording_urls = True
+    refusing = make_settings(sandbox.base_url, media={"allow_foreign_hosts": False})
+    summary = await sync.backfill(refusing, data.first_day, data.today)
+    recorded = len(recorded_calls(data))
+    assert summary.status == "ok" and summary.media["unavailable"] == recorded and summary.media["transcripts"] > 0
+    errors = rows(refusing, "SELECT status, last_error FROM media_jobs WHERE kind = 'recording'")
+    assert all(status == "unavailable" and "allow_foreign_hosts is false" in error for status, error in errors)
+    assert not [r for r in sandbox.requests if r.host == "storage"]
+
+    allowing = make_settings(sandbox.base_url, media={"allow_foreign_hosts": True})
+    again = await sync.media(allowing)
+    assert again.media["recordings"] == recorded
+    assert_recordings_match(allowing, data)
+    storage = [r for r in sandbox.requests if r.host == "storage"]
+    assert len(storage) == recorded and all(r.authorization is None for r in storage)
+
+
+HOSTILE_IDS = [
+    "../../../escaped",
+    "/etc/cron.d/evil",
+    "..",
+    ".hidden",
+    "call\x00nul",
+    "a" * 5_000,
+    "sub/dir/../../../../x",
+    "..\\..\\windows",
+]
+
+
+def test_file_names_from_ids_are_safe():
+    stems = [file_stem(call_id) for call_id in HOSTILE_IDS]
+    assert len(set(stems)) == len(stems)
+    for stem in stems:
+        assert "/" not in stem and "\\" not in stem and "\x00" not in stem and not stem.startswith(".")
+        assert 0 < len(stem) <= media.MAX_STEM + 17
+    assert file_stem("call_abc123") == "call_abc123"
+    assert file_stem("a_b") != file_stem("a/b") and file_stem("a/b") != file_stem("a?b")
+    started = datetime(2026, 3, 15, 23, 30, tzinfo=timezone(timedelta(hours=-5)))
+    assert recording_path("call_1", started) == "recordings/2026/03/16/call_1.mp3"
+
+
+async def test_hostile_call_ids_never_write_outside_the_media_folder(sandbox, make_settings, tmp_path):
+    data = sandbox.data
+    victims = recorded_calls(data)[: len(HOSTILE_IDS)]
+    for call, hostile in zip(victims, HOSTILE_IDS):
+        data.override_call(call["id"], id=hostile)
+    not_http = recorded_calls(data)[len(HOSTILE_IDS): len(HOSTILE_IDS) + 2]
+    data.override_call(not_http[0]["id"], recording_url="file:///etc/passwd")
+    data.override_call(not_http[1]["id"], recording_url="ftp://127.0.0.1/recording.mp3")
+    settings = make_settings(sandbox.base_url)
+    summary = await sync.backfill(settings, data.first_day, data.today)
+    assert summary.status == "ok", summary.failures
+    refused = rows(settings, "SELECT status, last_error FROM media_jobs WHERE call_id IN (?, ?) AND kind = 'recording'",
+                   [call["id"] for call in not_http])
+    assert len(refused) == 2 and all(status == "unavailable" and "refused" in error for status, error in refused)
+
+    media_dir = settings.media.dir.resolve()
+    stored = dict(rows(settings, "SELECT call_id, path FROM recordings"))
+    for call, hostile in zip(victims, HOSTILE_IDS):
+        path = (media_dir / stored[hostile]).resolve()
+        assert path.is_relative_to(media_dir / "recordings") and path.name == file_stem(hostile) + ".mp3"
+        assert path.read_bytes() == data.recording_bytes(call["id"])
+    outside = [path for path in tmp_path.rglob("*") if path.is_file() and not path.resolve().is_relative_to(media_dir)]
+    assert sorted(path.name for path in outside) == ["callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"]
+    for escaped in (Path("/etc/cron.d/evil.mp3"), tmp_path / "escaped.mp3", tmp_path.parent / "escaped.mp3"):
+        assert not escaped.exists()
+    assert len(final_files(settings)) == len(recorded_calls(data)) - len(not_http)
+
+
+# --- the command line: process boundaries ---------------------------------------------------------
+
+
+def cli_config(tmp_path: Path, sandbox, **sections) -> Path:
+    return write_config(tmp_path, sandbox.base_url, **sections)
+
+
+async def test_media_command_records_a_run_verifies_and_shows_in_status(sandbox, tmp_path, make_settings):
+    data = sandbox.data
+    config = cli_config(tmp_path, sandbox)
+    settings = make_settings(sandbox.base_url)
+    await sync.backfill(settings, data.first_day, data.today, with_media=False)
+    result = await run_cli("media", "--config", str(config), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert result.stdout.startswith("media ok:") and " downloaded / " in result.stdout
+    assert rows(settings, "SELECT command, status FROM runs ORDER BY started_at")[-1] == ("media", "ok")
+    stored = assert_recordings_match(settings, data)
+
+    deleted, corrupted = sorted(stored)[:2]
+    (settings.media.dir / stored[deleted][0]).unlink()
+    corrupt = settings.media.dir / stored[corrupted][0]
+    corrupt.write_bytes(b"\0" * corrupt.stat().st_size)
+    asked_before = len(sandbox.requests)
+    verified = await run_cli("media", "--config", str(config), "--verify", cwd=tmp_path)
+    assert verified.code == 0, verified.stderr
+    refetched = [r.path for r in sandbox.requests[asked_before:] if r.path.endswith("/recording")]
+    assert sorted(refetched) == sorted(f"/api/call-tracking/calls/{call_id}/recording" for call_id in (deleted, corrupted))
+    assert_recordings_match(settings, data)
+
+    facts = report.status(settings.database.path)
+    expected_bytes = sum(len(data.recording_bytes(call["id"])) for call in recorded_calls(data))
+    assert facts["media"]["recordings"] == len(stored) and facts["media"]["bytes"] == expected_bytes
+    assert set(facts["media"]) >= {"downloaded", "pending", "failed", "unavailable", "bytes"}
+    media_line = next(line for line in report.render_status(facts).splitlines() if line.startswith("media:"))
+    assert f"recordings {len(stored)}" in media_line and f"bytes {expected_bytes}" in media_line
+
+
+async def test_media_command_takes_the_run_lock(sandbox, tmp_path):
+    config = cli_config(tmp_path, sandbox)
+    with state.RunLock(tmp_path / "callsync.duckdb"):
+        result = await run_cli("media", "--config", str(config), cwd=tmp_path)
+    assert result.code == 75 and "another callsync run" in result.stderr
+
+
+async def test_disk_failure_is_one_line_exit_1_and_nothing_is_marked_done(sandbox, tmp_path, make_settings):
+    data = sandbox.data
+    config = cli_config(tmp_path, sandbox)
+    settings = make_settings(sandbox.base_url)
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / "recordings").write_text("not a folder")  # mkdir under it fails, as on a broken disk
+    result = await run_cli("backfill", "--config", str(config), "--start", str(data.first_day), "--end", str(data.today),
+                           cwd=tmp_path)
+    assert result.code == 1
+    errors = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith("callsync: error: ") and "cannot write media" in errors[0]
+    assert "Not a directory" in errors[0] and "Traceback" not in result.stderr
+    assert rows(settings, "SELECT count(*) FROM calls")[0][0] == data.calls_total, "the calls are kept"
+    assert rows(settings, "SELECT count(*) FROM media_jobs WHERE kind = 'recording' AND status = 'done'")[0][0] == 0
+    assert rows(settings, "SELECT count(*) FROM recordings")[0][0] == 0
+    assert rows(settings, "SELECT status FROM runs")[-1][0] == "failed"
+    assert not list((tmp_path / "media" / ".tmp").iterdir())
+
+
+async def test_killed_during_downloads_leaves_no_partial_file_and_the_next_run_completes(
+    sandbox, tmp_path, make_settings
+):
+    data = sandbox.data
+    config = cli_config(tmp_path, sandbox, media={"concurrency": 4, "transcripts": False})
+    settings = make_settings(sandbox.base_url, media={"transcripts": False})
+    sandbox.faults.latency_ms = 20  # downloads are in flight whenever the kill lands
+    process = await start_cli("backfill", "--config", str(config), "--start", str(data.first_day),
+                              "--end", str(data.today), cwd=tmp_path)
+    recordings = lambda: requests_to(sandbox, "/recording")  # noqa: E731
+    await wait_for(lambda: len(recordings()) >= 30 and any(r.finished == 0 for r in recordings()) or
+                   process.returncode is not None, what="downloads in flight")
+    assert process.returncode is None, "the run ended before the kill"
+    in_flight = [r for r in recordings() if r.finished == 0]
+    process.send_signal(signal.SIGKILL)
+    await process.wait()
+    assert in_flight and len(recordings()) < len(recorded_calls(data))
+
+    for path in final_files(settings):  # nothing partial under a final name
+        call_id = path.stem
+        assert path.read_bytes() == data.recording_bytes(call_id)
+    assert_recordings_match(settings, data, complete=False)  # nothing done without its file
+
+    leftover = settings.media.dir / ".tmp" / "999-1.part"  # as a killed run leaves a spilled download
+    leftover.write_bytes(b"ID3 partial")
+    sandbox.faults.latency_ms = 0
+    rerun = await sync.media(settings)
+    assert rerun.status == "ok" and rerun.media["temp_files_removed"] >= 1
+    assert_recordings_match(settings, data)
+    assert not list((settings.media.dir / ".tmp").iterdir())
+    assert rows(settings, "SELECT status FROM runs ORDER BY started_at")[0][0] == "running", "the killed run"
