@@ -11,16 +11,18 @@ import json
 import logging
 import sys
 from datetime import date
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from pipeline import __version__
-from pipeline.config import Settings, load_settings
+from pipeline.config import Settings, find_config, load_settings
 from pipeline.errors import CallsyncError, UsageError
-from pipeline.extract import CallFilters
 from pipeline.logs import setup_logging
-from pipeline.sync import RunSummary
+
+if TYPE_CHECKING:
+    from pipeline.sync import RunSummary
 
 log = logging.getLogger("callsync")
 
@@ -91,11 +93,12 @@ def sync(config_path, no_media, log_format, progress, verbose, today) -> None:
 @click.option("--end", required=True, callback=parse_date, help="Last day, inclusive (YYYY-MM-DD, UTC).")
 @click.option("--number-id", help="Only calls to this tracking number.")
 @click.option("--campaign-id", help="Only calls of this campaign.")
-@click.option("--outcome", type=click.Choice(["qualified", "unqualified", "voicemail", "abandoned"]))
+@click.option("--outcome", type=click.Choice(["qualified", "unqualified", "voicemail", "abandoned"]), help="Only calls with this outcome.")
 @click.option("--force", is_flag=True, help="Fetch again windows an earlier backfill already committed.")
 def backfill(config_path, no_media, log_format, progress, verbose, start, end, number_id, campaign_id, outcome, force):
     """One-off load of [--start, --end]; a re-run skips windows already committed."""
     from pipeline import sync as engine
+    from pipeline.extract import CallFilters
 
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}")
@@ -119,7 +122,10 @@ def backfill(config_path, no_media, log_format, progress, verbose, start, end, n
 
 @cli.command()
 @config_option
-@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="Human-readable text, or JSON for monitoring.",
+)
 def status(config_path, output_format) -> None:
     """Last sync, watermark, recent runs, row counts, rejected records, pending media."""
     from pipeline import report
@@ -127,6 +133,205 @@ def status(config_path, output_format) -> None:
     settings = load_settings(config_path)
     facts = report.status(settings.database.path)
     click.echo(json.dumps(facts, indent=2, default=str) if output_format == "json" else report.render_status(facts))
+
+
+@cli.command()
+@config_option
+@click.option("--verify", is_flag=True, help="Re-hash stored recordings; fetch again those missing or changed.")
+@click.option(
+    "--ignore-backoff", is_flag=True, help="Ask again now for failed and not-yet-ready media, ignoring back-off."
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Logs on stderr: human lines, or JSON lines for log shippers.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs, including each retry.")
+def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
+    """Fetch the recordings and transcripts not stored yet (sync and backfill do it too)."""
+    from pipeline import sync as engine
+
+    settings = _settings(config_path, log_format, verbose)
+    _finish(asyncio.run(engine.media(settings, verify=verify, ignore_backoff=ignore_backoff)))
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8787, show_default=True, help="API port (0 = any free port).")
+@click.option("--storage-port", default=0, show_default=True, help="Port of the 'storage' host recordings redirect to.")
+@click.option("--seed", default=42, show_default=True, help="Same seed, same data.")
+@click.option("--calls", default=20_000, show_default=True, help="Calls to generate.")
+@click.option("--days", default=60, show_default=True, help="Spread over the last DAYS days (UTC).")
+@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every request.")
+@click.option("--error-rate", default=0.0, show_default=True, help="Fraction answered 500/502/503.")
+@click.option("--drop-rate", default=0.0, show_default=True, help="Fraction whose connection is dropped.")
+@click.option("--rate-limit", type=float, help="Requests per second per token; over it: 429 + Retry-After.")
+@click.option("--drift-rate", default=0.0, show_default=True, help="Chance a listing sees a late call land in its window.")
+@click.option("--redirect-recordings", is_flag=True, help="Serve recordings through a 302 to the storage host.")
+def sandbox(host, port, storage_port, seed, calls, days, latency_ms, error_rate, drop_rate, rate_limit, drift_rate, redirect_recordings):
+    """Serve an offline copy of the vendor API, with fault knobs, until Ctrl-C."""
+    from pipeline import sandbox as vendor
+
+    faults = vendor.Faults(
+        latency_ms=latency_ms,
+        error_rate=error_rate,
+        drop_rate=drop_rate,
+        rate_limit=rate_limit,
+        drift_rate=drift_rate,
+        redirect_recordings=redirect_recordings,
+    )
+    data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days)
+
+    async def serve() -> None:
+        async with vendor.run_sandbox(data=data, faults=faults, host=host, port=port, storage_port=storage_port) as running:
+            click.echo(f"sandbox: {data.calls_total} calls over {days} days (seed {seed}) at {running.base_url}")
+            click.echo(f"storage host: {running.storage_url}")
+            click.echo("tokens: " + ", ".join(f"{token} ({' '.join(sorted(scopes)) or 'no scopes'})" for token, scopes in vendor.TOKENS.items()))
+            click.echo(f'try: curl -H "Authorization: Bearer sandbox-token" "{running.base_url}/api/call-tracking/calls?per_page=2"')
+            click.echo(f'config: [api] base_url = "{running.base_url}"  and  export CALLSYNC_TOKEN=sandbox-token')
+            await asyncio.Event().wait()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        click.echo("sandbox stopped")
+
+
+@cli.command()
+@click.argument("name_or_sql", required=False)
+@click.option("--param", "params", multiple=True, metavar="NAME=VALUE", help="A query parameter (repeatable).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="table for people; csv, or json (a list of objects), for programs.",
+)
+@click.option("--list", "list_only", is_flag=True, help="List the named queries and what each answers.")
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DuckDB file to query, e.g. demo.duckdb (default: [database] path of the config).",
+)
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds to keep retrying while a sync holds the database.",
+)
+@config_option
+def query(name_or_sql, params, output_format, list_only, database, wait_s, config_path) -> None:
+    """Run a named query (see --list) or ad-hoc SQL, on a read-only connection.
+
+    NAME_OR_SQL is a query name from sql/queries, or SQL in quotes. Errors in the
+    query exit 2; a database still locked after --wait exits 1."""
+    from pipeline import analytics
+
+    if list_only:
+        click.echo(_describe_queries(analytics.list_queries()))
+        return
+    if not name_or_sql:
+        raise UsageError("give a query NAME or SQL (see `callsync query --list`)")
+    path = database or _database_path(config_path)
+
+    def say_waiting() -> None:
+        click.echo(f"callsync: {path} is locked by another process (a sync?); waiting up to {wait_s:g}s", err=True)
+
+    columns, rows = analytics.run_query(
+        path, name_or_sql, analytics.parse_params(params), wait_s=wait_s, on_wait=say_waiting
+    )
+    if output_format == "csv":
+        click.echo(analytics.to_csv(columns, rows), nl=False)
+    elif output_format == "json":
+        click.echo(analytics.to_json(columns, rows))
+    else:
+        _echo_table(analytics.to_table(columns, rows))
+        click.echo(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
+
+
+@cli.command()
+@click.option("--calls", type=click.IntRange(min=1), help="Calls to generate (first run; default 20000).")
+@click.option(
+    "--days", type=click.IntRange(1, 3660), help="Over this many days, ending yesterday, UTC (first run; default 60)."
+)
+@click.option("--seed", type=int, help="Same seed, same calls (first run; default 42).")
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="demo.duckdb",
+    show_default=True,
+    help="DuckDB file to build, or bring up to date.",
+)
+@click.option(
+    "--media-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default="demo-media",
+    show_default=True,
+    help="Folder for recordings.",
+)
+@click.option("--no-media", is_flag=True, help="Skip recordings and transcripts.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a TTY).")
+def demo(calls, days, seed, database, media_dir, no_media, progress) -> None:
+    """Try callsync offline: serve the sandbox, backfill it with media, show a few tables.
+
+    A later run reuses the data the database was built with (--seed, --calls, --days
+    may be left out) and fetches only what is missing."""
+    from pipeline import analytics
+    from pipeline import demo as showcase
+
+    setup_logging("text", False)
+    with _progress_bar(progress) as bar:
+        summary = showcase.run_demo(
+            database,
+            media_dir,
+            seed=seed,
+            calls=calls,
+            days=days,
+            with_media=not no_media,
+            on_plan=bar.plan,
+            on_window_done=bar.advance,
+        )
+    click.echo(summary.line())
+    if summary.status == "paused":
+        log.warning(summary.error)
+    elif summary.error:
+        raise _Exit(summary.error, summary.exit_code)
+    for title, columns, rows in showcase.demo_tables(database, with_media=not no_media):
+        _echo_table(analytics.to_table(columns, rows), title=title)
+    click.echo(f"more: callsync query --database {database} --list")
+    sys.exit(summary.exit_code)
+
+
+def _database_path(config_path: str | None) -> Path:
+    if find_config(config_path) is None:
+        raise UsageError("which database? pass --database FILE, or --config FILE (or set $CALLSYNC_CONFIG)")
+    return load_settings(config_path).database.path
+
+
+def _describe_queries(queries: list) -> str:
+    width = max((len(query.name) for query in queries), default=0)
+    lines = []
+    for query in queries:
+        lines.append(f"{query.name:<{width}}  {query.description}")
+        for param in query.params:
+            default = "" if param.default is None else f" (default {param.default})"
+            lines.append(f"{'':<{width}}    --param {param.name}=...  {param.description}{default}")
+    return "\n".join(lines)
+
+
+def _echo_table(table: Any, *, title: str | None = None) -> None:
+    from rich.console import Console
+
+    # On a terminal rich fits the table to its width; piped, rows are never wrapped.
+    console = Console() if sys.stdout.isatty() else Console(width=1_000)
+    if title:
+        console.print(title, style="bold", highlight=False, soft_wrap=True)
+    console.print(table)
 
 
 def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settings:
@@ -138,7 +343,9 @@ def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settin
 
 def _finish(summary: RunSummary) -> None:
     click.echo(summary.line())
-    if summary.error:
+    if summary.status == "paused":
+        log.warning(summary.error)
+    elif summary.error:
         raise _Exit(summary.error, summary.exit_code)
     if summary.exit_code:
         for failure in summary.failures[:5]:

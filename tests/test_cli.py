@@ -1,0 +1,144 @@
+"""The real CLI in subprocesses: exit codes, one-line errors, the run lock, kill -9."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import cli
+from pipeline.sandbox import Faults, SandboxData, run_sandbox
+from pipeline.state import RunLock
+from tests.conftest import run_cli, start_cli, write_config
+from tests.dbcheck import assert_same_calls, scalar
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_every_command_documents_itself():
+    for name, command in cli.commands.items():
+        assert command.help and command.help.strip(), f"{name} has no help text"
+        for param in command.params:
+            if param.param_type_name == "option" and not param.hidden:
+                assert param.help, f"{name} {param.name} has no help text"
+
+
+@pytest.mark.parametrize(
+    "toml, fragments",
+    [
+        ("[api]\nmax_concurency = 3\n", ["[api] max_concurency", "unknown key"]),
+        ("[api]\nmax_concurrency = 'lots'\n", ["[api] max_concurrency", "integer"]),
+        ("[api\nbase_url = 1\n", ["not valid TOML"]),
+        ("[api]\ntoken = 'abc'\n", ["never goes in the config file"]),
+        ("[sync]\nstart_date = 'someday'\n", ["[sync] start_date"]),
+    ],
+)
+async def test_bad_config_exits_2_with_one_line(tmp_path, toml, fragments):
+    (tmp_path / "callsync.toml").write_text(toml)
+    result = await run_cli("sync", cwd=tmp_path)
+    assert result.code == 2
+    assert_one_line_error(result, "callsync.toml", *fragments)
+
+
+async def test_missing_config_and_missing_token_exit_2(tmp_path):
+    result = await run_cli("sync", cwd=tmp_path)
+    assert result.code == 2
+    assert_one_line_error(result, "no config file")
+    write_config(tmp_path, "http://127.0.0.1:9")
+    result = await run_cli("sync", cwd=tmp_path, token=None)
+    assert result.code == 2
+    assert_one_line_error(result, "no API token", "CALLSYNC_TOKEN")
+
+
+async def test_bad_token_exits_3_and_is_never_printed(sandbox, tmp_path):
+    write_config(tmp_path, sandbox.base_url)
+    result = await run_cli("sync", "--no-media", cwd=tmp_path, token="wrong-secret-token")
+    assert result.code == 3
+    assert "wrong-secret-token" not in result.stdout + result.stderr
+    assert "401" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_missing_scope_exits_3_naming_the_scope(sandbox, tmp_path):
+    write_config(tmp_path, sandbox.base_url)
+    result = await run_cli("sync", "--no-media", cwd=tmp_path, token="sandbox-noscope")
+    assert result.code == 3
+    assert "calls:read" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_held_lock_exits_75_at_once(sandbox, tmp_path):
+    write_config(tmp_path, sandbox.base_url)
+    with RunLock(tmp_path / "callsync.duckdb"):
+        result = await run_cli("sync", "--no-media", cwd=tmp_path)
+    assert result.code == 75
+    assert_one_line_error(result, "another callsync run holds", "callsync.duckdb.lock")
+    assert not sandbox.requests, "a locked-out run must not touch the API"
+
+
+async def test_backfill_prints_a_summary_and_json_logs(sandbox, tmp_path):
+    data = sandbox.data
+    write_config(tmp_path, sandbox.base_url)
+    start, end = (data.today - timedelta(days=2)).isoformat(), data.today.isoformat()
+    result = await run_cli("backfill", "--start", start, "--end", end, "--no-media", "--log-format", "json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    summary = result.stdout.strip().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("backfill ok: 3 windows")
+    for line in result.stderr.strip().splitlines():
+        assert "level" in json.loads(line)
+    status = await run_cli("status", cwd=tmp_path)
+    assert status.code == 0 and "backfill" in status.stdout and "calls" in status.stdout
+    as_json = json.loads((await run_cli("status", "--format", "json", cwd=tmp_path)).stdout)
+    assert as_json["counts"]["calls"] == len(data.calls_between(data.today - timedelta(days=2), data.today))
+
+
+async def test_usage_errors_exit_2(tmp_path):
+    result = await run_cli("backfill", "--start", "2026-02-30", "--end", "2026-03-01", cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr
+    result = await run_cli("backfill", "--start", "2026-03-02", "--end", "2026-03-01", cwd=tmp_path)
+    assert result.code == 2 and "before --start" in result.stderr
+
+
+async def wait_for_requests(sandbox, count: int, process) -> bool:
+    """Wait on the server's own log until it has seen ``count`` requests (or the run ended)."""
+    while len(sandbox.requests) < count:
+        if process.returncode is not None:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+async def test_backfill_killed_at_random_moments_ends_identical(tmp_path):
+    data = SandboxData.generate(seed=5, calls=4_000, days=20)
+    faults = Faults(latency_ms=5, shuffle_pages=True)
+    chooser = random.Random(20261126)
+    async with run_sandbox(data=data, faults=faults) as sandbox:
+        write_config(tmp_path, sandbox.base_url, api={"max_concurrency": 4}, sync={"per_page": 50})
+        args = ("backfill", "--start", (data.today - timedelta(days=19)).isoformat(), "--end", data.today.isoformat(), "--no-media")
+        kills = 0
+        for _ in range(4):
+            process = await start_cli(*args, cwd=tmp_path)
+            target = len(sandbox.requests) + chooser.randint(5, 60)
+            if await wait_for_requests(sandbox, target, process):
+                process.send_signal(signal.SIGKILL)
+                kills += 1
+            await process.communicate()
+        assert kills >= 2, "the kills should land while the backfill runs"
+        final = await run_cli(*args, cwd=tmp_path)
+        assert final.code == 0, final.stderr
+        assert "backfill ok" in final.stdout
+    database = tmp_path / "callsync.duckdb"
+    assert_same_calls(database, data)
+    assert scalar(database, "SELECT count(*) FROM sync_windows") == 20
+    assert scalar(database, "SELECT sum(row_count) FROM sync_windows") == data.calls_total
+    leftovers = [path.name for path in Path(tmp_path).iterdir() if path.name.endswith(".wal")]
+    assert not leftovers or scalar(database, "SELECT count(*) FROM calls") == data.calls_total
