@@ -373,7 +373,7 @@ def parse_calls_page(body: bytes) -> CallListing:
     """Validate a whole page straight from JSON; only a page with a bad record takes the slow path."""
     try:
         page = CALLS_PAGE.validate_json(body)
-        return CallListing(page.data, [], page.meta)
+        return CallListing(page["data"], [], page.get("meta") or PageMeta())
     except ValidationError:
         pass
     try:

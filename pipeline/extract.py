@@ -113,7 +113,7 @@ def deduplicate(listings: Iterable[CallListing]) -> tuple[list[Call], list[Rejec
     rejected: dict[str, Rejected] = {}
     for listing in listings:
         for call in listing.calls:
-            calls[call.id] = call
+            calls[call["id"]] = call
         for record in listing.rejected:
             rejected[record.record_id or record.raw_json] = record
     for call_id in calls.keys() & rejected.keys():

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from pipeline.client import Rejected
 from pipeline.errors import DatabaseLockedError, DiskError
-from pipeline.models import Call, Flow, TrackingNumber
+from pipeline.models import CALL_FIELDS, Call, Flow, TrackingNumber
 
 T = TypeVar("T")
 
@@ -185,9 +185,16 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 def calls_to_arrow(calls: Sequence[Call]) -> pa.Table:
-    columns = {name: [getattr(call, name) for call in calls] for name in CALL_SCHEMA.names if name != "extra"}
-    columns["extra"] = [_extra_json(call) for call in calls]
-    return pa.table(columns, schema=CALL_SCHEMA)
+    table = pa.Table.from_pylist(calls, schema=_CALL_FIELDS_SCHEMA)  # ignores keys beyond the schema
+    return table.append_column("extra", pa.array([_call_extra_json(call) for call in calls], pa.string()))
+
+
+_CALL_FIELDS_SCHEMA = pa.schema([field for field in CALL_SCHEMA if field.name != "extra"])
+
+
+def _call_extra_json(call: Call) -> str | None:
+    unknown = call.keys() - CALL_FIELDS
+    return json.dumps({key: call[key] for key in sorted(unknown)}, default=str) if unknown else None
 
 
 def numbers_to_arrow(numbers: Sequence[TrackingNumber]) -> pa.Table:

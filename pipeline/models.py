@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
+from typing_extensions import Annotated, NotRequired, TypedDict
 
 
 class _Resource(BaseModel):
@@ -24,29 +25,35 @@ class PageMeta(BaseModel):
     total: int = 0
 
 
-class Call(_Resource):
-    id: str = Field(min_length=1)
-    tracking_number: str | None = None
-    caller_number: str | None = None
-    duration_seconds: int | None = Field(None, ge=0)
-    outcome: str | None = None
-    campaign_id: str | None = None
-    affiliate_id: str | None = None
-    source: str | None = None
-    caller_city: str | None = None
-    caller_state: str | None = None
-    recording_url: str | None = None
-    transcript_url: str | None = None
-    sentiment: str | None = None
+@with_config(ConfigDict(extra="allow"))
+class Call(TypedDict):
+    """A call, as a plain dict: validated straight from the page's JSON bytes and handed to
+    Arrow without building a model object per call (the hot path of a backfill)."""
+
+    id: Annotated[str, StringConstraints(min_length=1)]
+    tracking_number: NotRequired[str | None]
+    caller_number: NotRequired[str | None]
+    duration_seconds: NotRequired[Annotated[int, Field(ge=0)] | None]
+    outcome: NotRequired[str | None]
+    campaign_id: NotRequired[str | None]
+    affiliate_id: NotRequired[str | None]
+    source: NotRequired[str | None]
+    caller_city: NotRequired[str | None]
+    caller_state: NotRequired[str | None]
+    recording_url: NotRequired[str | None]
+    transcript_url: NotRequired[str | None]
+    sentiment: NotRequired[str | None]
     started_at: AwareDatetime
 
 
-class CallsPage(BaseModel):
+CALL_FIELDS = frozenset(Call.__annotations__)
+
+
+class CallsPage(TypedDict):
     """The fast path: a whole listing body validated straight from JSON bytes."""
 
-    model_config = ConfigDict(extra="allow")
     data: list[Call]
-    meta: PageMeta = PageMeta()
+    meta: NotRequired[PageMeta]
 
 
 class RawPage(BaseModel):
