@@ -395,6 +395,10 @@ def _progress_bar(requested: bool | None) -> _ProgressBar:
 
 
 def main() -> None:
+    # The event loop thread is busy with parsing while the writer and file threads wake
+    # up often: with the default 5 ms switch interval they fight over the GIL (tens of
+    # futex calls per request). 50 ms made media downloads ~25% faster.
+    sys.setswitchinterval(0.05)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -117,6 +117,7 @@ class MediaFolder:
         self.temp = self.root / TEMP_DIR
         self._real_root = os.path.realpath(self.root)
         self._known_dirs: set[Path] = set()
+        self._real_dirs: dict[str, str] = {}
         self._counter = 0
 
     def prepare(self) -> int:
@@ -148,11 +149,18 @@ class MediaFolder:
         return self.temp / f"{os.getpid()}-{self._counter}.part"
 
     def resolve(self, relative: str) -> Path:
-        """The absolute path of a stored file; MediaError if it would land outside the folder."""
+        """The absolute path of a stored file; MediaError if it would land outside the folder.
+        The name must be a plain file name, and its folder must resolve inside the root
+        (checked once per folder: realpath costs a syscall per path component)."""
         target = self.root / relative
-        real = os.path.realpath(target)
-        if not real.startswith(self._real_root + os.sep):
+        if os.path.basename(relative) in ("", ".", "..") or os.sep in target.name:
+            raise MediaError(f"{relative!r}: not a file name; refused")
+        folder = str(target.parent)
+        real = self._real_dirs.get(folder) or os.path.realpath(folder)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise MediaError(f"{relative!r}: resolves outside the media folder {self.root}; refused")
+        if os.path.isdir(real):
+            self._real_dirs[folder] = real
         return target
 
     def place(self, spool: Spool, relative: str) -> set[Path]:
