@@ -36,12 +36,17 @@ def config_option(command: Callable) -> Callable:
     )(command)
 
 
-def run_options(command: Callable) -> Callable:
-    """Options shared by the commands that sync: they all speak the same flags."""
-    for option in reversed(
+def _apply(command: Callable, options: list[Callable]) -> Callable:
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def log_options(command: Callable) -> Callable:
+    """How a run logs: every command that talks to the API speaks the same flags."""
+    return _apply(
+        command,
         [
-            config_option,
-            click.option("--no-media", is_flag=True, help="Skip recordings and transcripts this run."),
             click.option(
                 "--log-format",
                 type=click.Choice(["text", "json"]),
@@ -49,12 +54,22 @@ def run_options(command: Callable) -> Callable:
                 show_default=True,
                 help="Logs on stderr: human lines, or JSON lines for log shippers.",
             ),
-            click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a TTY)."),
             click.option("-v", "--verbose", is_flag=True, help="Debug logs, including each retry."),
-        ]
-    ):
-        command = option(command)
-    return command
+        ],
+    )
+
+
+def run_options(command: Callable) -> Callable:
+    """Options shared by the commands that sync: they all speak the same flags."""
+    return _apply(
+        command,
+        [
+            config_option,
+            click.option("--no-media", is_flag=True, help="Skip recordings and transcripts this run."),
+            log_options,
+            click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a TTY)."),
+        ],
+    )
 
 
 def parse_date(_ctx: Any, param: click.Parameter, value: str | None) -> date | None:
@@ -141,14 +156,7 @@ def status(config_path, output_format) -> None:
 @click.option(
     "--ignore-backoff", is_flag=True, help="Ask again now for failed and not-yet-ready media, ignoring back-off."
 )
-@click.option(
-    "--log-format",
-    type=click.Choice(["text", "json"]),
-    default="text",
-    show_default=True,
-    help="Logs on stderr: human lines, or JSON lines for log shippers.",
-)
-@click.option("-v", "--verbose", is_flag=True, help="Debug logs, including each retry.")
+@log_options
 def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
     """Fetch the recordings and transcripts not stored yet (sync and backfill do it too)."""
     from pipeline import sync as engine
@@ -296,11 +304,7 @@ def demo(calls, days, seed, database, media_dir, no_media, progress) -> None:
             on_plan=bar.plan,
             on_window_done=bar.advance,
         )
-    click.echo(summary.line())
-    if summary.status == "paused":
-        log.warning(summary.error)
-    elif summary.error:
-        raise _Exit(summary.error, summary.exit_code)
+    _report(summary)
     for title, columns, rows in showcase.demo_tables(database, with_media=not no_media):
         _echo_table(analytics.to_table(columns, rows), title=title)
     click.echo(f"more: callsync query --database {database} --list")
@@ -341,7 +345,8 @@ def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settin
     return settings
 
 
-def _finish(summary: RunSummary) -> None:
+def _report(summary: RunSummary) -> None:
+    """The run's one summary line on stdout; its error (one line) ends the command."""
     click.echo(summary.line())
     if summary.status == "paused":
         log.warning(summary.error)
@@ -350,6 +355,10 @@ def _finish(summary: RunSummary) -> None:
     if summary.exit_code:
         for failure in summary.failures[:5]:
             log.error(failure)
+
+
+def _finish(summary: RunSummary) -> None:
+    _report(summary)
     sys.exit(summary.exit_code)
 
 
