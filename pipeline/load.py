@@ -31,6 +31,7 @@ from pipeline.models import CALL_FIELDS, Call, Flow, TrackingNumber
 T = TypeVar("T")
 
 MIGRATIONS_TABLE = "schema_migrations"
+CHECKPOINT_THRESHOLD = "1GB"
 LOCK_RETRY_S = 0.05
 
 CALL_SCHEMA = pa.schema(
@@ -535,6 +536,9 @@ class Writer:
             # After letting go, leave readers a moment to get in before taking the file again.
             time.sleep(max(0.0, self._released_at + self.reader_gap_s - time.monotonic()))
             self._conn = self.store.open()
+            # Letting go of the file every hold_s checkpoints anyway; DuckDB's default (a
+            # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint too.
+            self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
             self._opened_at = time.monotonic()
         return self._conn
 
