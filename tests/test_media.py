@@ -14,7 +14,9 @@ import duckdb
 import pytest
 
 from pipeline import media, report, state, sync
-from pipeline.media import Job, file_stem, recording_path
+from pipeline.media import Job
+from pipeline import mediafiles
+from pipeline.mediafiles import file_stem, recording_path
 from pipeline.sandbox import SandboxData
 from tests.conftest import TOKEN, run_cli, start_cli, write_config
 
@@ -272,7 +274,7 @@ def test_file_names_from_ids_are_safe():
     assert len(set(stems)) == len(stems)
     for stem in stems:
         assert "/" not in stem and "\\" not in stem and "\x00" not in stem and not stem.startswith(".")
-        assert 0 < len(stem) <= media.MAX_STEM + 17
+        assert 0 < len(stem) <= mediafiles.MAX_STEM + 17
     assert file_stem("call_abc123") == "call_abc123"
     assert file_stem("a_b") != file_stem("a/b") and file_stem("a/b") != file_stem("a?b")
     started = datetime(2026, 3, 15, 23, 30, tzinfo=timezone(timedelta(hours=-5)))

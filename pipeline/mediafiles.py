@@ -1,0 +1,197 @@
+"""The media folder on disk: safe file names, temp files, atomic placement, hashing.
+
+Nothing here knows about jobs or HTTP. Every path is checked to resolve inside the
+media folder, and a file gets its final name only once its bytes are fsynced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO
+
+from pipeline.errors import DiskError, MediaError
+
+RECORDINGS_DIR = "recordings"
+TEMP_DIR = ".tmp"
+MAX_STEM = 80
+HASH_CHUNK = 1 << 20
+
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
+# --- names and places -------------------------------------------------------------
+
+
+def file_stem(call_id: str) -> str:
+    """A file name for a call id: the id itself when it is plain ([A-Za-z0-9._-], not
+    starting with a dot, not too long); otherwise a sanitised prefix + ``~`` + a short
+    hash of the id. ``~`` never survives sanitising, so the two kinds cannot collide."""
+    stem = _UNSAFE_CHARS.sub("_", call_id).lstrip(".")[:MAX_STEM]
+    if stem == call_id:
+        return stem
+    digest = hashlib.sha256(call_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{stem or 'call'}~{digest}"
+
+
+def recording_path(call_id: str, started_at: datetime) -> str:
+    """Where a recording goes, relative to the media folder: recordings/YYYY/MM/DD/<stem>.mp3
+    (the UTC day the call started)."""
+    return f"{RECORDINGS_DIR}/{started_at.astimezone(timezone.utc):%Y/%m/%d}/{file_stem(call_id)}.mp3"
+
+
+class MediaFolder:
+    """The media folder: temp files in ``.tmp`` (same filesystem, so a rename is atomic),
+    recordings under ``recordings/``. Every path is checked to resolve inside the folder."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.temp = self.root / TEMP_DIR
+        self._real_root = os.path.realpath(self.root)
+        self._known_dirs: set[Path] = set()
+        self._real_dirs: dict[str, str] = {}
+        self._counter = 0
+
+    def prepare(self) -> int:
+        """Create the folder and its temp folder; remove temp files a killed run left. Returns how many."""
+        try:
+            self.temp.mkdir(parents=True, exist_ok=True)
+            self._real_root = os.path.realpath(self.root)
+            return self._empty_temp()
+        except OSError as exc:
+            raise disk_error(exc, self.temp) from None
+
+    def clean_temp(self) -> None:
+        """Best effort, at the end of a run: temp files of cancelled downloads."""
+        try:
+            self._empty_temp()
+        except OSError:
+            pass
+
+    def _empty_temp(self) -> int:
+        removed = 0
+        with os.scandir(self.temp) as entries:
+            for entry in entries:
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                removed += 1
+        return removed
+
+    def new_temp(self) -> Path:
+        self._counter += 1
+        return self.temp / f"{os.getpid()}-{self._counter}.part"
+
+    def resolve(self, relative: str) -> Path:
+        """The absolute path of a stored file; MediaError if it would land outside the folder.
+        The name must be a plain file name, and its folder must resolve inside the root
+        (checked once per folder: realpath costs a syscall per path component)."""
+        target = self.root / relative
+        if os.path.basename(relative) in ("", ".", "..") or os.sep in target.name:
+            raise MediaError(f"{relative!r}: not a file name; refused")
+        folder = str(target.parent)
+        real = self._real_dirs.get(folder) or os.path.realpath(folder)
+        if real != self._real_root and not real.startswith(self._real_root + os.sep):
+            raise MediaError(f"{relative!r}: resolves outside the media folder {self.root}; refused")
+        if os.path.isdir(real):
+            self._real_dirs[folder] = real
+        return target
+
+    def place(self, spool: Spool, relative: str) -> set[Path]:
+        """In a worker thread: the download into its temp file, fsynced, then renamed to
+        its final name. Returns the folders whose entries changed (to fsync before committing)."""
+        target = self.resolve(relative)  # before creating any folder for it
+        spool.save()
+        changed = self._ensure_dir(target.parent)
+        self.resolve(relative)  # and again once the folders exist
+        os.replace(spool.temp, target)
+        changed.add(target.parent)
+        return changed
+
+    def _ensure_dir(self, folder: Path) -> set[Path]:
+        if folder in self._known_dirs:
+            return set()
+        folder.mkdir(parents=True, exist_ok=True)
+        # Newly seen folders, and each of their parents up to the root, get fsynced once.
+        changed = {folder}
+        parent = folder
+        while parent != self.root and parent.parent != parent:
+            parent = parent.parent
+            changed.add(parent)
+        self._known_dirs.add(folder)
+        return changed
+
+    @staticmethod
+    def sync_dirs(folders: set[Path]) -> None:
+        for folder in folders:
+            descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+
+
+def disk_error(exc: OSError, where: Path | str) -> DiskError:
+    reason = exc.strerror or type(exc).__name__
+    return DiskError(f"{exc.filename or where}: cannot write media: {reason}")
+
+
+class Spool:
+    """Where a download's bytes go: memory up to SPOOL_BYTES, then its temp file (the
+    client writes, seeks and truncates; each retry starts over). Typical recordings never
+    touch the disk from the event loop: the file is written, fsynced and renamed in a thread."""
+
+    def __init__(self, temp: Path, limit: int):
+        self.temp = temp
+        self.limit = limit
+        self._memory = io.BytesIO()
+        self._file: IO[bytes] | None = None
+
+    def write(self, data: bytes) -> int:
+        if self._file is None and self._memory.tell() + len(data) > self.limit:
+            self._spill()
+        return (self._file or self._memory).write(data)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return (self._file or self._memory).seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        return (self._file or self._memory).truncate(size)
+
+    def _spill(self) -> None:
+        self._file = open(self.temp, "wb")
+        self._file.write(self._memory.getvalue())
+        self._memory = io.BytesIO()
+
+    def save(self) -> None:
+        """In a worker thread: the bytes into the temp file, fsynced and closed."""
+        if self._file is None:
+            self._file = open(self.temp, "wb")
+            self._file.write(self._memory.getvalue())
+            self._memory = io.BytesIO()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        self._memory = io.BytesIO()
+        self.temp.unlink(missing_ok=True)
+
+
+def sha256_of(path: Path) -> tuple[int, str] | None:
+    """Size and sha256 of a file, or None if it is not there."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                digest.update(chunk)
+                size += len(chunk)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    return size, digest.hexdigest()
