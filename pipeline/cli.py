@@ -97,7 +97,7 @@ def sync(config_path, no_media, log_format, progress, verbose, today) -> None:
     settings = _settings(config_path, log_format, verbose)
     with _progress_bar(progress) as bar:
         summary = asyncio.run(
-            engine.sync(settings, today=today, with_media=not no_media, on_plan=bar.plan, on_window_done=bar.advance)
+            engine.sync(settings, today=today, with_media=not no_media, progress=bar)
         )
     _finish(summary)
 
@@ -128,8 +128,7 @@ def backfill(config_path, no_media, log_format, progress, verbose, start, end, n
                 filters=filters,
                 force=force,
                 with_media=not no_media,
-                on_plan=bar.plan,
-                on_window_done=bar.advance,
+                progress=bar,
             )
         )
     _finish(summary)
@@ -162,7 +161,9 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
     from pipeline import sync as engine
 
     settings = _settings(config_path, log_format, verbose)
-    _finish(asyncio.run(engine.media(settings, verify=verify, ignore_backoff=ignore_backoff)))
+    with _progress_bar(None) as bar:
+        summary = asyncio.run(engine.media(settings, verify=verify, ignore_backoff=ignore_backoff, progress=bar))
+    _finish(summary)
 
 
 @cli.command()
@@ -301,8 +302,7 @@ def demo(calls, days, seed, database, media_dir, no_media, progress) -> None:
             calls=calls,
             days=days,
             with_media=not no_media,
-            on_plan=bar.plan,
-            on_window_done=bar.advance,
+            progress=bar,
         )
     _report(summary)
     for title, columns, rows in showcase.demo_tables(database, with_media=not no_media):
@@ -369,16 +369,19 @@ class _Exit(Exception):
 
 
 class _ProgressBar:
-    """A rich progress bar over windows; a no-op when not on a TTY (cron)."""
+    """Rich progress bars over windows and media jobs (a sync.Progress); nothing when not
+    on a TTY (cron)."""
 
     def __init__(self, enabled: bool):
         self._progress = None
-        self._task = None
+        self._windows = None
+        self._media = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             self._progress = Progress(
-                TextColumn("windows"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+                TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                transient=True,
             )
 
     def __enter__(self) -> _ProgressBar:
@@ -392,11 +395,17 @@ class _ProgressBar:
 
     def plan(self, windows: int) -> None:
         if self._progress:
-            self._task = self._progress.add_task("windows", total=windows)
+            self._windows = self._progress.add_task("windows", total=windows)
 
-    def advance(self, _window: object) -> None:
-        if self._progress and self._task is not None:
-            self._progress.advance(self._task)
+    def window_done(self, _window: object) -> None:
+        if self._progress and self._windows is not None:
+            self._progress.advance(self._windows)
+
+    def media_job_done(self) -> None:
+        if self._progress:
+            if self._media is None:
+                self._media = self._progress.add_task("media", total=None)
+            self._progress.advance(self._media)
 
 
 def _progress_bar(requested: bool | None) -> _ProgressBar:

@@ -19,14 +19,13 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date, timedelta
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from pydantic import SecretStr
 
 from pipeline import analytics, load, state, sync
 from pipeline.config import ApiSettings, DatabaseSettings, MediaSettings, Settings
 from pipeline.errors import CallsyncError, UsageError
-from pipeline.extract import Window
 from pipeline.load import Store
 from pipeline.sandbox import Sandbox, SandboxData, run_sandbox
 
@@ -130,8 +129,7 @@ async def build(
     media_dir: Path,
     *,
     with_media: bool = True,
-    on_plan: Callable[[int], None] | None = None,
-    on_window_done: Callable[[Window], None] | None = None,
+    progress: sync.Progress = sync.NO_PROGRESS,
 ) -> sync.RunSummary:
     """Serve the sandbox on loopback (a free port the first time, the same port after)
     and backfill its whole range from it."""
@@ -145,8 +143,7 @@ async def build(
             data.first_day,
             data.last_day,
             with_media=with_media,
-            on_plan=on_plan,
-            on_window_done=on_window_done,
+            progress=progress,
         )
 
 
@@ -180,13 +177,12 @@ def run_demo(
     calls: int | None = None,
     days: int | None = None,
     with_media: bool = True,
-    on_plan: Callable[[int], None] | None = None,
-    on_window_done: Callable[[Window], None] | None = None,
+    progress: sync.Progress = sync.NO_PROGRESS,
 ) -> sync.RunSummary:
     """Build (or bring up to date) the demo database. Blocking: runs its own event loop."""
     data = settle_data(database, seed=seed, calls=calls, days=days)
     return asyncio.run(
-        build(data, database, media_dir, with_media=with_media, on_plan=on_plan, on_window_done=on_window_done)
+        build(data, database, media_dir, with_media=with_media, progress=progress)
     )
 
 

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import duckdb
 import pyarrow as pa
@@ -292,8 +292,9 @@ class MediaFetcher:
     download slot is free again as soon as the bytes are in."""
 
     def __init__(self, client: CallTrackingClient, writer: Writer, settings: Settings, folder: MediaFolder,
-                 counts: MediaCounts):
+                 counts: MediaCounts, *, on_job_done: Callable[[], None] | None = None):
         self.client = client
+        self.on_job_done = on_job_done
         self.writer = writer
         self.settings = settings.media
         self.folder = folder
@@ -350,6 +351,8 @@ class MediaFetcher:
     async def _work(self, queue: asyncio.Queue) -> None:
         while (job := await queue.get()) is not None:
             await self._attempt(job)
+            if self.on_job_done:
+                self.on_job_done()
 
     async def _attempt(self, job: Job) -> None:
         now = load.utcnow()
@@ -544,6 +547,7 @@ async def fetch_pending(
     verify: bool = False,
     ignore_backoff: bool = False,
     counts: dict[str, Any] | None = None,
+    on_job_done: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Fetch every recording and transcript not stored yet (see the module docstring).
 
@@ -561,7 +565,8 @@ async def fetch_pending(
         await writer.run(partial(plan_jobs, settings=media, now=load.utcnow()))
         if verify and media.recordings:
             await verify_recordings(writer, folder, tally)
-        await MediaFetcher(client, writer, settings, folder, tally).run(ignore_backoff=ignore_backoff)
+        fetcher = MediaFetcher(client, writer, settings, folder, tally, on_job_done=on_job_done)
+        await fetcher.run(ignore_backoff=ignore_backoff)
     except CallsyncError:
         await _count_pending(writer, tally)
         raise

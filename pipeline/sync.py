@@ -32,7 +32,20 @@ from pipeline.load import Store, WindowBatch, Writer
 
 log = logging.getLogger("callsync.sync")
 
-WindowDone = Callable[[Window], None]
+class Progress:
+    """What a run tells whoever watches it (the CLI's progress bar). Does nothing by default."""
+
+    def plan(self, windows: int) -> None:
+        """The run will fetch this many windows."""
+
+    def window_done(self, window: Window) -> None:
+        """A window is committed."""
+
+    def media_job_done(self) -> None:
+        """A recording or transcript job was attempted (done, not ready, or failed)."""
+
+
+NO_PROGRESS = Progress()
 
 
 @dataclass
@@ -129,8 +142,7 @@ async def sync(
     *,
     today: date | None = None,
     with_media: bool = True,
-    on_plan: Callable[[int], None] | None = None,
-    on_window_done: WindowDone | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RunSummary:
     """Incremental: from (watermark - lookback_days), or start_date on the first run, through today."""
     today = today or utc_today()
@@ -159,8 +171,7 @@ async def sync(
         CallFilters(),
         track_watermark=True,
         with_media=with_media,
-        on_plan=on_plan,
-        on_window_done=on_window_done,
+        progress=progress,
     )
 
 
@@ -172,8 +183,7 @@ async def backfill(
     filters: CallFilters = CallFilters(),
     force: bool = False,
     with_media: bool = True,
-    on_plan: Callable[[int], None] | None = None,
-    on_window_done: WindowDone | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RunSummary:
     """One-off over [start, end]; skips windows already committed unless ``force``."""
 
@@ -195,8 +205,7 @@ async def backfill(
         filters,
         track_watermark=False,
         with_media=with_media,
-        on_plan=on_plan,
-        on_window_done=on_window_done,
+        progress=progress,
     )
 
 
@@ -209,8 +218,7 @@ async def _run(
     *,
     track_watermark: bool,
     with_media: bool,
-    on_plan: Callable[[int], None] | None,
-    on_window_done: WindowDone | None,
+    progress: Progress,
 ) -> RunSummary:
     tracker = state.WatermarkTracker() if track_watermark else None
     after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
@@ -218,24 +226,27 @@ async def _run(
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
         windows, skipped = await writer.run(plan)
         summary.windows_planned, summary.windows_skipped = len(windows), len(skipped)
-        if on_plan:
-            on_plan(len(windows))
+        progress.plan(len(windows))
         await refresh_dimensions(client, writer, summary)
         if tracker is not None:
             tracker.plan(windows, skipped)
-        loader = WindowLoader(client, writer, settings, filters, summary, on_window_done)
+        loader = WindowLoader(client, writer, settings, filters, summary, progress)
         await loader.load(windows)
         if with_media:
-            await fetch_media(client, writer, settings, summary)
+            await fetch_media(client, writer, settings, summary, progress=progress)
 
     return await _recorded_run(settings, command, args, work, after_windows=after_windows)
 
 
-async def media(settings: Settings, *, verify: bool = False, ignore_backoff: bool = False) -> RunSummary:
+async def media(
+    settings: Settings, *, verify: bool = False, ignore_backoff: bool = False, progress: Progress = NO_PROGRESS
+) -> RunSummary:
     """`callsync media`: only recordings and transcripts, as a run of its own (lock, runs row)."""
 
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
-        await fetch_media(client, writer, settings, summary, verify=verify, ignore_backoff=ignore_backoff)
+        await fetch_media(
+            client, writer, settings, summary, verify=verify, ignore_backoff=ignore_backoff, progress=progress
+        )
 
     args = {"verify": verify, "ignore_backoff": ignore_backoff}
     return await _recorded_run(settings, "media", args, work)
@@ -314,7 +325,7 @@ class WindowLoader:
         settings: Settings,
         filters: CallFilters,
         summary: RunSummary,
-        on_window_done: WindowDone | None,
+        progress: Progress,
     ):
         self.fetcher = WindowFetcher(
             client,
@@ -326,7 +337,7 @@ class WindowLoader:
         self.writer = writer
         self.scope = filters.scope
         self.summary = summary
-        self.on_window_done = on_window_done
+        self.progress = progress
         self.workers = client.options.max_concurrency
         self._commits: list[asyncio.Future] = []
 
@@ -384,8 +395,7 @@ class WindowLoader:
             return
         self.summary.add_counts(future.result())
         self.summary.windows_done += 1
-        if self.on_window_done:
-            self.on_window_done(window)
+        self.progress.window_done(window)
 
 
 def _advance_watermark(
@@ -408,6 +418,7 @@ async def fetch_media(
     *,
     verify: bool = False,
     ignore_backoff: bool = False,
+    progress: Progress = NO_PROGRESS,
 ) -> None:
     """Recordings and transcripts of the calls we hold (see pipeline.media). The counts
     are filled in as the run goes, so a paused or aborted run still reports them."""
@@ -416,7 +427,7 @@ async def fetch_media(
     summary.media = {}
     await fetch_pending(
         client, writer, settings, run_id=summary.run_id, verify=verify, ignore_backoff=ignore_backoff,
-        counts=summary.media,
+        counts=summary.media, on_job_done=progress.media_job_done,
     )
     if summary.media.get("failed"):
         summary.failures.append(f"media: {summary.media['failed']} downloads failed")
