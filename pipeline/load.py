@@ -369,14 +369,12 @@ def set_state(conn: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
 
 
 def get_state(conn: duckdb.DuckDBPyConnection, key: str) -> str | None:
-    row = conn.execute("SELECT value FROM sync_state WHERE key = ?", [key]).fetchone()
+    row = run_sql(conn, "get_state", key=key).fetchone()
     return row[0] if row else None
 
 
 def committed_windows(conn: duckdb.DuckDBPyConnection, scopes: Sequence[str]) -> list[tuple[date, date]]:
-    placeholders = ", ".join("?" for _ in scopes)
-    query = f"SELECT window_start, window_end FROM sync_windows WHERE scope IN ({placeholders})"
-    return [(row[0], row[1]) for row in conn.execute(query, list(scopes)).fetchall()]
+    return [(start, end) for start, end in run_sql(conn, "committed_windows", scopes=list(scopes)).fetchall()]
 
 
 # --- the writer thread ------------------------------------------------------------

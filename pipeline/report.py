@@ -16,23 +16,15 @@ def status(database_path: Path) -> dict[str, Any]:
         return {
             "database": str(database_path),
             "watermark": load.get_state(conn, state.WATERMARK_KEY),
-            "last_sync": _last_ok(conn, "sync"),
+            "last_sync": load.run_sql(conn, "status_last_sync").fetchone()[0],
             "runs": _rows(load.run_sql(conn, "status_runs")),
             "counts": dict(load.run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
         }
 
 
-def _last_ok(conn: duckdb.DuckDBPyConnection, command: str) -> Any:
-    row = conn.execute(
-        "SELECT max(finished_at) FROM runs WHERE command = ? AND status IN ('ok', 'failed')", [command]
-    ).fetchone()
-    return row[0] if row else None
-
-
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    tables = {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    if "media_jobs" not in tables:
+    if not load.run_sql(conn, "status_has_media").fetchone()[0]:
         return {}
     return dict(load.run_sql(conn, "status_media").fetchall())
 

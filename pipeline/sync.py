@@ -69,14 +69,13 @@ class RunSummary:
     media: dict[str, Any] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     error: str | None = None
+    error_exit_code: int | None = None  # of the error that aborted the run
 
     @property
     def exit_code(self) -> int:
         if self.status == "aborted" and self.error_exit_code is not None:
             return self.error_exit_code
         return 1 if self.status == "failed" else 0
-
-    error_exit_code: int | None = None
 
     def add_counts(self, counts: load.CallCounts) -> None:
         self.calls_new += counts.new
@@ -437,4 +436,3 @@ def _megabytes(size: int) -> str:
     return f"{size / 1_000_000:.1f} MB"
 
 
-RunCoroutine = Callable[..., Awaitable[RunSummary]]

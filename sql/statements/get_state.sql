@@ -1,0 +1,1 @@
+SELECT value FROM sync_state WHERE key = $key;
