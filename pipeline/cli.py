@@ -7,6 +7,7 @@ its exit code (see pipeline.errors) and never shows a traceback for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -179,7 +180,12 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 @click.option("--rate-limit", type=float, help="Requests per second per token; over it: 429 + Retry-After.")
 @click.option("--drift-rate", default=0.0, show_default=True, help="Chance a listing sees a late call land in its window.")
 @click.option("--redirect-recordings", is_flag=True, help="Serve recordings through a 302 to the storage host.")
-def sandbox(host, port, storage_port, seed, calls, days, latency_ms, error_rate, drop_rate, rate_limit, drift_rate, redirect_recordings):
+@click.option("--today", callback=parse_date, help="Last day of the data, YYYY-MM-DD (default: today, UTC).")
+@click.option("--stop-on-eof", is_flag=True, hidden=True, help="Stop when standard input closes (for a parent process).")
+def sandbox(
+    host, port, storage_port, seed, calls, days, latency_ms, error_rate, drop_rate, rate_limit, drift_rate,
+    redirect_recordings, today, stop_on_eof,
+):
     """Serve an offline copy of the vendor API, with fault knobs, until Ctrl-C."""
     from pipeline import sandbox as vendor
 
@@ -191,16 +197,22 @@ def sandbox(host, port, storage_port, seed, calls, days, latency_ms, error_rate,
         drift_rate=drift_rate,
         redirect_recordings=redirect_recordings,
     )
-    data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days)
+    data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days, today=today)
 
     async def serve() -> None:
-        async with vendor.run_sandbox(data=data, faults=faults, host=host, port=port, storage_port=storage_port) as running:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                running = await stack.enter_async_context(
+                    vendor.run_sandbox(data=data, faults=faults, host=host, port=port, storage_port=storage_port)
+                )
+            except OSError as exc:
+                raise CallsyncError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             click.echo(f"sandbox: {data.calls_total} calls over {days} days (seed {seed}) at {running.base_url}")
             click.echo(f"storage host: {running.storage_url}")
             click.echo("tokens: " + ", ".join(f"{token} ({' '.join(sorted(scopes)) or 'no scopes'})" for token, scopes in vendor.TOKENS.items()))
             click.echo(f'try: curl -H "Authorization: Bearer sandbox-token" "{running.base_url}/api/call-tracking/calls?per_page=2"')
             click.echo(f'config: [api] base_url = "{running.base_url}"  and  export CALLSYNC_TOKEN=sandbox-token')
-            await asyncio.Event().wait()
+            await (_end_of_input() if stop_on_eof else asyncio.Event().wait())
 
     try:
         asyncio.run(serve())
@@ -336,6 +348,11 @@ def _echo_table(table: Any, *, title: str | None = None) -> None:
     if title:
         console.print(title, style="bold", highlight=False, soft_wrap=True)
     console.print(table)
+
+
+async def _end_of_input() -> None:
+    """Returns when standard input closes: the parent that started us is gone."""
+    await asyncio.to_thread(sys.stdin.buffer.read)
 
 
 def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settings:
