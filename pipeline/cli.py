@@ -448,9 +448,3 @@ def main() -> None:
     except KeyboardInterrupt:
         click.echo("callsync: interrupted", err=True)
         sys.exit(130)
-
-
-def command_names() -> list[str]:
-    return sorted(cli.commands)
-
-

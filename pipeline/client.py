@@ -218,9 +218,6 @@ class CallTrackingClient:
     def transcript_url(self, call_id: str) -> str:
         return str(self._api_url(f"/calls/{_quote_id(call_id)}/transcript"))
 
-    def recording_url(self, call_id: str) -> str:
-        return str(self._api_url(f"/calls/{_quote_id(call_id)}/recording"))
-
     async def download(self, url: str, sink: IO[bytes]) -> Download:
         """Stream a recording into ``sink`` (rewound on each retry); never held whole in memory."""
 
@@ -245,7 +242,6 @@ class CallTrackingClient:
                     f"{_describe(response.url)}: truncated body, {size} of {expected} bytes",
                     url=_describe(response.url),
                 )
-            self.stats.bytes_downloaded += size
             return Download(size, digest.hexdigest(), content_type.split(";")[0].strip())
 
         return await self._send("GET", self._resolve(url), consume=stream)
@@ -337,7 +333,6 @@ class CallTrackingClient:
                     await self._raise_for_status(method, response)
                     return await consume(response)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
-                self.stats.failed_attempts += 1
                 reason = type(exc).__name__ if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
                 raise RetryableApiError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
         raise ApiError(f"{method} {_describe(url)}: more than {MAX_REDIRECTS} redirects", url=_describe(url))
@@ -353,7 +348,6 @@ class CallTrackingClient:
             self.throttle.rate_limited(retry_after)
             raise RateLimitedError(f"{where}: HTTP 429 rate limited{detail}", retry_after=retry_after, url=where)
         if status >= 500:
-            self.stats.failed_attempts += 1
             raise RetryableApiError(f"{where}: HTTP {status}{detail}", status=status, url=where)
         if status in (401, 403) and self._is_api_origin(response.url):
             raise AuthError(_auth_message(status, method, detail))

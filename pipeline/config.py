@@ -11,7 +11,6 @@ import os
 import tomllib
 from datetime import date
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -82,9 +81,6 @@ class Settings(_Section):
                 hint += f" or create {self.api.token_file}"
             raise ConfigError(f"{self.source or 'config'}: no API token: {hint}")
         return self.token
-
-
-LogFormat = Literal["text", "json"]
 
 
 def find_config(explicit: str | Path | None) -> Path | None:

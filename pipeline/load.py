@@ -119,16 +119,14 @@ class Store:
 
     @contextmanager
     def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = self._open(read_only)
+        conn = self.open(read_only=read_only)
         try:
             yield conn
         finally:
             conn.close()
 
     def open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        return self._open(read_only)
-
-    def _open(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """A connection the caller closes; ``connect`` is the context-managed form."""
         if not read_only:
             _ensure_parent(self.path)
         elif not self.path.exists():

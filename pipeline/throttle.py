@@ -39,8 +39,6 @@ class RequestStats:
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
-    failed_attempts: int = 0
-    bytes_downloaded: int = 0
 
 
 class Throttle:
@@ -62,10 +60,6 @@ class Throttle:
         self._last_decrease = 0.0
         self._last_increase = time.monotonic()
         self._recent_successes: deque[float] = deque()
-
-    @property
-    def budget_left(self) -> int | None:
-        return None if self.max_requests is None else self.max_requests - self.stats.requests
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
