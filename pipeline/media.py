@@ -9,12 +9,14 @@ A media run (``fetch_pending``), top to bottom:
 3. With ``--verify``, re-hash the stored recordings and reopen what is missing or changed.
 4. Page through the jobs due now (keyset paging) into a bounded queue that
    ``media.concurrency`` workers drain; the client's throttle caps the total on top.
-5. A recording streams into a ``Spool`` (memory up to SPOOL_BYTES, then its temp file),
-   and in a file thread is written to ``.tmp``, fsynced and renamed to
-   ``recordings/YYYY/MM/DD/<name>.mp3``: the event loop does no file I/O for it, and a
-   download slot is free again as soon as the bytes are in. Only once the file has its
-   name and its folder is fsynced is it committed as done. Finished work is committed in
-   batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
+5. A recording streams into a ``Spool`` (memory up to SPOOL_BYTES, then its temp file)
+   and joins the placing queue; the download slot is free again as soon as the bytes are in.
+   Placers take what is queued (up to PLACE_BATCH files or PLACE_BATCH_BYTES) to a file
+   thread in one hop, where each is written to ``.tmp``, fsynced and renamed to
+   ``recordings/YYYY/MM/DD/<name>.mp3``, and then the folders are fsynced. The event loop
+   does no file I/O, and the GIL changes hands once per batch rather than per file. Only
+   a file with its name and its folder fsynced is committed as done. Finished work is
+   committed in batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
 
 A 404 means "not ready yet": the job stays pending and is asked again on every run,
 with growing gaps once it has been missing for a day, and becomes ``unavailable``
@@ -40,7 +42,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import partial
-from pathlib import Path
 from typing import Any, Callable
 
 import duckdb
@@ -72,6 +73,9 @@ FULL_PLAN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FLUSH_INTERVAL_S = 0.5
 FLUSH_ITEMS = 500
 SPOOL_BYTES = 1 << 20
+PLACERS = 2
+PLACE_BATCH = 64
+PLACE_BATCH_BYTES = 4 << 20
 VERIFY_THREADS = 4
 LOGGED_FAILURES = 10
 DAY = timedelta(days=1)
@@ -178,7 +182,6 @@ class Finished:
     recordings: list[tuple] = field(default_factory=list)
     transcripts: list[str] = field(default_factory=list)
     segments: list[tuple] = field(default_factory=list)
-    folders: set[Path] = field(default_factory=set)
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -208,17 +211,15 @@ def _columns(rows: list[tuple], width: int) -> list[list]:
 
 class Batcher:
     """Collects finished jobs and hands them to the writer as one work item every
-    FLUSH_INTERVAL_S or FLUSH_ITEMS, after fsyncing the folders their files were renamed in."""
+    FLUSH_INTERVAL_S or FLUSH_ITEMS."""
 
-    def __init__(self, writer: Writer, folder: MediaFolder):
+    def __init__(self, writer: Writer):
         self.writer = writer
-        self.folder = folder
         self._finished = Finished()
         self._last_flush = time.monotonic()
         self._commits: list[asyncio.Future] = []
 
-    def add(self, outcome: Outcome, *, recording: tuple | None = None, segments: list[tuple] | None = None,
-            folders: set[Path] | None = None) -> None:
+    def add(self, outcome: Outcome, *, recording: tuple | None = None, segments: list[tuple] | None = None) -> None:
         finished = self._finished
         finished.outcomes.append(outcome)
         if recording is not None:
@@ -226,8 +227,6 @@ class Batcher:
         if segments is not None:
             finished.transcripts.append(outcome.call_id)
             finished.segments.extend(segments)
-        if folders:
-            finished.folders |= folders
 
     def due(self) -> bool:
         return len(self._finished) >= FLUSH_ITEMS or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
@@ -237,11 +236,6 @@ class Batcher:
         self._last_flush = time.monotonic()
         if not finished.outcomes:
             return
-        if finished.folders:
-            try:
-                await asyncio.to_thread(MediaFolder.sync_dirs, finished.folders)
-            except OSError as exc:
-                raise disk_error(exc, self.folder.root) from None
         self._check_commits()
         future = await self.writer.submit(partial(commit_finished, finished=finished), rows=len(finished))
         self._commits.append(future)
@@ -286,10 +280,21 @@ class MediaCounts:
     reverified_bad: int = 0
 
 
+@dataclass(frozen=True)
+class Placement:
+    """A downloaded recording waiting in the placing queue for its file thread."""
+
+    job: Job
+    now: datetime
+    spool: Spool
+    relative: str
+    download: Download
+
+
 class MediaFetcher:
-    """``media.concurrency`` workers drain a bounded queue of due jobs. A downloaded
-    recording is fsynced and renamed by a separate task in a small thread pool, so a
-    download slot is free again as soon as the bytes are in."""
+    """``media.concurrency`` download workers drain a bounded queue of due jobs;
+    downloaded recordings go on to a bounded placing queue that PLACERS tasks hand to
+    the file threads in batches (see the module docstring)."""
 
     def __init__(self, client: CallTrackingClient, writer: Writer, settings: Settings, folder: MediaFolder,
                  counts: MediaCounts, *, on_job_done: Callable[[], None] | None = None):
@@ -299,10 +304,12 @@ class MediaFetcher:
         self.settings = settings.media
         self.folder = folder
         self.counts = counts
-        self.batcher = Batcher(writer, folder)
+        self.batcher = Batcher(writer)
         workers = self.settings.concurrency
-        self._placing = asyncio.Semaphore(workers * 2)  # bounds open temp files waiting to be placed
-        self._files = ThreadPoolExecutor(min(workers, 2), thread_name_prefix="callsync-media")
+        # Bounds the downloads held in memory (or in temp files) waiting to be placed.
+        self._placing: asyncio.Queue[Placement | None] = asyncio.Queue(maxsize=workers * 2)
+        self._downloading = workers
+        self._files = ThreadPoolExecutor(PLACERS, thread_name_prefix="callsync-media")
         self._group: asyncio.TaskGroup | None = None
 
     async def run(self, *, ignore_backoff: bool) -> None:
@@ -313,6 +320,8 @@ class MediaFetcher:
                 self._group.create_task(self._produce(queue, workers, ignore_backoff))
                 for _ in range(workers):
                     self._group.create_task(self._work(queue))
+                for _ in range(PLACERS):
+                    self._group.create_task(self._place_batches())
         except* CallsyncError as errors:
             await self._close_quietly()
             raise errors.exceptions[0] from None
@@ -350,17 +359,22 @@ class MediaFetcher:
 
     async def _work(self, queue: asyncio.Queue) -> None:
         while (job := await queue.get()) is not None:
-            await self._attempt(job)
-            if self.on_job_done:
+            handed_on = await self._attempt(job)
+            if self.on_job_done and not handed_on:
                 self.on_job_done()
+        self._downloading -= 1
+        if not self._downloading:  # the last worker: nothing more will be queued for placing
+            for _ in range(PLACERS):
+                await self._placing.put(None)
 
-    async def _attempt(self, job: Job) -> None:
+    async def _attempt(self, job: Job) -> bool:
+        """True when the job was handed on to be placed, so is not finished yet."""
         now = load.utcnow()
         try:
             if job.kind == RECORDING:
                 await self._fetch_recording(job, now)
-            else:
-                await self._fetch_transcript(job, now)
+                return True
+            await self._fetch_transcript(job, now)
         except (AuthError, BudgetExhausted, DiskError):
             raise
         except NotFoundError as exc:
@@ -370,6 +384,7 @@ class MediaFetcher:
             await self._record(refused(job, str(exc)))
         except (ApiError, MediaError) as exc:
             await self._record(failed(job, now, str(exc)))
+        return False
 
     async def _record(self, outcome: Outcome, **stored: Any) -> None:
         if outcome.status == "failed":
@@ -385,39 +400,58 @@ class MediaFetcher:
 
     async def _fetch_recording(self, job: Job, now: datetime) -> None:
         relative = recording_path(job.call_id, job.started_at)
-        await self._placing.acquire()
         spool = Spool(self.folder.new_temp(), SPOOL_BYTES)
         try:
             download = await self.client.download(job.url, spool)
         except BaseException as exc:
-            self._placing.release()
             spool.discard()
             if isinstance(exc, OSError):
                 raise disk_error(exc, spool.temp) from None
             raise
-        assert self._group is not None
-        self._group.create_task(self._place(job, now, spool, relative, download))
+        await self._placing.put(Placement(job, now, spool, relative, download))
 
-    async def _place(self, job: Job, now: datetime, spool: Spool, relative: str, download: Download) -> None:
-        """Save + fsync + rename in the file threads, then record the recording as done."""
+    async def _place_batches(self) -> None:
+        """Until the downloads are over: what is queued, as one batch in a file thread
+        (save + fsync + rename, then the folders); then each recording is recorded as done."""
         loop = asyncio.get_running_loop()
-        try:
-            folders = await loop.run_in_executor(self._files, self.folder.place, spool, relative)
-        except (OSError, MediaError) as exc:
-            # (If cancelled instead, the thread finishes the rename or the temp file is
-            # cleaned up later; either way nothing is marked done.)
-            spool.discard()
-            if isinstance(exc, OSError):
-                raise disk_error(exc, self.folder.root / relative) from None
-            await self._record(failed(job, now, str(exc)))
-            return
-        finally:
-            self._placing.release()
-        self.counts.downloaded += 1
-        self.counts.recordings += 1
-        self.counts.bytes += download.size_bytes
-        row = (job.call_id, relative, download.size_bytes, download.sha256, download.content_type)
-        await self._record(done(job, now), recording=row, folders=folders)
+        last = False
+        while not last:
+            batch: list[Placement] = []
+            size = 0
+            while not last and len(batch) < PLACE_BATCH and size < PLACE_BATCH_BYTES:
+                if batch and self._placing.empty():
+                    break
+                placement = await self._placing.get()
+                if placement is None:
+                    last = True
+                else:
+                    batch.append(placement)
+                    size += placement.download.size_bytes
+            if not batch:
+                continue
+            # (If cancelled meanwhile, the thread finishes its batch and the temp files
+            # are cleaned up at the end of the run; nothing is marked done.)
+            results = await loop.run_in_executor(
+                self._files, self.folder.place_all, [(placement.spool, placement.relative) for placement in batch]
+            )
+            for placement, error in zip(batch, results):
+                await self._placed(placement, error)
+
+    async def _placed(self, placement: Placement, error: OSError | MediaError | None) -> None:
+        job = placement.job
+        if isinstance(error, OSError):
+            raise disk_error(error, self.folder.root / placement.relative)
+        if error is not None:
+            await self._record(failed(job, placement.now, str(error)))
+        else:
+            self.counts.downloaded += 1
+            self.counts.recordings += 1
+            self.counts.bytes += placement.download.size_bytes
+            download = placement.download
+            row = (job.call_id, placement.relative, download.size_bytes, download.sha256, download.content_type)
+            await self._record(done(job, placement.now), recording=row)
+        if self.on_job_done:
+            self.on_job_done()
 
     async def _fetch_transcript(self, job: Job, now: datetime) -> None:
         transcript = await self.client.get_transcript(job.url)

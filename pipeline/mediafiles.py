@@ -42,7 +42,8 @@ def file_stem(call_id: str) -> str:
 def recording_path(call_id: str, started_at: datetime) -> str:
     """Where a recording goes, relative to the media folder: recordings/YYYY/MM/DD/<stem>.mp3
     (the UTC day the call started)."""
-    return f"{RECORDINGS_DIR}/{started_at.astimezone(timezone.utc):%Y/%m/%d}/{file_stem(call_id)}.mp3"
+    day = started_at.astimezone(timezone.utc)
+    return f"{RECORDINGS_DIR}/{day.year:04d}/{day.month:02d}/{day.day:02d}/{file_stem(call_id)}.mp3"
 
 
 class MediaFolder:
@@ -56,6 +57,7 @@ class MediaFolder:
         self._known_dirs: set[Path] = set()
         self._real_dirs: dict[str, str] = {}
         self._counter = 0
+        self._pid = os.getpid()
 
     def prepare(self) -> int:
         """Create the folder and its temp folder; remove temp files a killed run left. Returns how many."""
@@ -83,26 +85,46 @@ class MediaFolder:
 
     def new_temp(self) -> Path:
         self._counter += 1
-        return self.temp / f"{os.getpid()}-{self._counter}.part"
+        return self.temp / f"{self._pid}-{self._counter}.part"
 
     def resolve(self, relative: str) -> Path:
         """The absolute path of a stored file; MediaError if it would land outside the folder.
         The name must be a plain file name, and its folder must resolve inside the root
-        (checked once per folder: realpath costs a syscall per path component)."""
+        (checked once per existing folder: realpath costs a syscall per path component)."""
         target = self.root / relative
         if os.path.basename(relative) in ("", ".", "..") or os.sep in target.name:
             raise MediaError(f"{relative!r}: not a file name; refused")
         folder = str(target.parent)
-        real = self._real_dirs.get(folder) or os.path.realpath(folder)
+        if folder in self._real_dirs:
+            return target
+        real = os.path.realpath(folder)
         if real != self._real_root and not real.startswith(self._real_root + os.sep):
             raise MediaError(f"{relative!r}: resolves outside the media folder {self.root}; refused")
         if os.path.isdir(real):
             self._real_dirs[folder] = real
         return target
 
-    def place(self, spool: Spool, relative: str) -> set[Path]:
-        """In a worker thread: the download into its temp file, fsynced, then renamed to
-        its final name. Returns the folders whose entries changed (to fsync before committing)."""
+    def place_all(self, placements: list[tuple[Spool, str]]) -> list[OSError | MediaError | None]:
+        """In a worker thread: each download into its temp file, fsynced, renamed to its
+        final name; then the folders whose entries changed are fsynced, so every file
+        placed without error is durable under its name. One result per placement: None,
+        or the error that stopped it (its temp file is removed)."""
+        results: list[OSError | MediaError | None] = []
+        changed: set[Path] = set()
+        for spool, relative in placements:
+            try:
+                changed |= self._place(spool, relative)
+                results.append(None)
+            except (OSError, MediaError) as exc:
+                spool.discard()
+                results.append(exc)
+        try:
+            self._sync_dirs(changed)
+        except OSError as exc:
+            return [result or exc for result in results]
+        return results
+
+    def _place(self, spool: Spool, relative: str) -> set[Path]:
         target = self.resolve(relative)  # before creating any folder for it
         spool.save()
         changed = self._ensure_dir(target.parent)
@@ -125,7 +147,7 @@ class MediaFolder:
         return changed
 
     @staticmethod
-    def sync_dirs(folders: set[Path]) -> None:
+    def _sync_dirs(folders: set[Path]) -> None:
         for folder in folders:
             descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
             try:
@@ -167,14 +189,23 @@ class Spool:
         self._memory = io.BytesIO()
 
     def save(self) -> None:
-        """In a worker thread: the bytes into the temp file, fsynced and closed."""
-        if self._file is None:
-            self._file = open(self.temp, "wb")
-            self._file.write(self._memory.getvalue())
-            self._memory = io.BytesIO()
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        """In a worker thread: the bytes into the temp file, fsynced and closed (with bare
+        os calls: each system call here is a GIL hand-off with the busy event loop)."""
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            return
+        descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            with self._memory.getbuffer() as data:
+                written = 0
+                while written < len(data):
+                    written += os.write(descriptor, data[written:])
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        self._memory = io.BytesIO()
 
     def discard(self) -> None:
         if self._file is not None:
