@@ -13,7 +13,7 @@ import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from pipeline.errors import DiskError, MediaError
 
@@ -108,25 +108,39 @@ class MediaFolder:
         """In a worker thread: each download into its temp file, fsynced, renamed to its
         final name; then the folders whose entries changed are fsynced, so every file
         placed without error is durable under its name. One result per placement: None,
-        or the error that stopped it (its temp file is removed)."""
-        results: list[OSError | MediaError | None] = []
+        or the error that stopped it (its temp file is removed).
+
+        Every file of the batch is written before the first fsync: on journalling file
+        systems that one commit carries most of the others' data, so the rest are cheap."""
+        results: list[OSError | MediaError | None] = [None] * len(placements)
+
+        def each(step: Callable[[Spool, str], object]) -> None:
+            for index, (spool, relative) in enumerate(placements):
+                if results[index] is None:
+                    try:
+                        step(spool, relative)
+                    except (OSError, MediaError) as exc:
+                        results[index] = exc
+
         changed: set[Path] = set()
-        for spool, relative in placements:
-            try:
-                changed |= self._place(spool, relative)
-                results.append(None)
-            except (OSError, MediaError) as exc:
+        each(self._write_out)
+        each(lambda spool, _: spool.sync())
+        each(lambda spool, relative: changed.update(self._rename(spool, relative)))
+        for (spool, _), result in zip(placements, results):
+            if result is not None:
                 spool.discard()
-                results.append(exc)
         try:
             self._sync_dirs(changed)
         except OSError as exc:
             return [result or exc for result in results]
         return results
 
-    def _place(self, spool: Spool, relative: str) -> set[Path]:
-        target = self.resolve(relative)  # before creating any folder for it
-        spool.save()
+    def _write_out(self, spool: Spool, relative: str) -> None:
+        self.resolve(relative)  # a name that would escape is refused before anything is written
+        spool.write_out()
+
+    def _rename(self, spool: Spool, relative: str) -> set[Path]:
+        target = self.resolve(relative)
         changed = self._ensure_dir(target.parent)
         self.resolve(relative)  # and again once the folders exist
         os.replace(spool.temp, target)
@@ -171,6 +185,7 @@ class Spool:
         self.limit = limit
         self._memory = io.BytesIO()
         self._file: IO[bytes] | None = None
+        self._descriptor: int | None = None
 
     def write(self, data: bytes) -> int:
         if self._file is None and self._memory.tell() + len(data) > self.limit:
@@ -188,28 +203,34 @@ class Spool:
         self._file.write(self._memory.getvalue())
         self._memory = io.BytesIO()
 
-    def save(self) -> None:
-        """In a worker thread: the bytes into the temp file, fsynced and closed (with bare
-        os calls: each system call here is a GIL hand-off with the busy event loop)."""
+    # In a worker thread, with bare os calls (each system call here is a GIL hand-off with
+    # the busy event loop): write_out, then sync (which closes the file), then the rename.
+
+    def write_out(self) -> None:
+        """The bytes into the temp file, left open for ``sync``."""
         if self._file is not None:
             self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
             return
-        descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            with self._memory.getbuffer() as data:
-                written = 0
-                while written < len(data):
-                    written += os.write(descriptor, data[written:])
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        self._descriptor = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        with self._memory.getbuffer() as data:
+            written = 0
+            while written < len(data):
+                written += os.write(self._descriptor, data[written:])
         self._memory = io.BytesIO()
 
-    def discard(self) -> None:
+    def sync(self) -> None:
+        os.fsync(self._file.fileno() if self._file is not None else self._descriptor)
+        self._close()
+
+    def _close(self) -> None:
         if self._file is not None:
             self._file.close()
+        if self._descriptor is not None:
+            descriptor, self._descriptor = self._descriptor, None
+            os.close(descriptor)
+
+    def discard(self) -> None:
+        self._close()
         self._memory = io.BytesIO()
         self.temp.unlink(missing_ok=True)
 
