@@ -12,6 +12,7 @@ Examples:
     uv run python bench/backfill.py --calls 20000 --days 60 --latency-ms 50 --media
     uv run python bench/backfill.py --calls 20000 --days 30 --rate-limit 20
     uv run python bench/backfill.py --calls 200000 --days 365 --incremental
+    uv run python bench/backfill.py --calls 1000000 --days 365 --latency-ms 0 --memory-limit 100MB
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=16, help="[api] max_concurrency")
     parser.add_argument("--media-concurrency", type=int, default=8, help="[media] concurrency")
     parser.add_argument("--window-days", type=int, default=1)
+    parser.add_argument("--memory-limit", default=None, help="[database] memory_limit, e.g. 100MB")
     parser.add_argument("--media", action="store_true", help="also download recordings and transcripts")
     parser.add_argument("--incremental", action="store_true", help="a full sync, then a sync right after it")
     return parser.parse_args()
@@ -114,7 +116,8 @@ def write_config(workdir: Path, base_url: str, args: argparse.Namespace) -> None
         f'[api]\nbase_url = "{base_url}"\nmax_concurrency = {args.concurrency}\n'
         f"[sync]\nwindow_days = {args.window_days}\nstart_date = {first_day.isoformat()}\n"
         f'[database]\npath = "bench.duckdb"\n'
-        f'[media]\ndir = "media"\nconcurrency = {args.media_concurrency}\n'
+        + (f'memory_limit = "{args.memory_limit}"\n' if args.memory_limit else "")
+        + f'[media]\ndir = "media"\nconcurrency = {args.media_concurrency}\n'
     )
 
 

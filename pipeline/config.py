@@ -8,6 +8,7 @@ those two files.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -22,6 +23,9 @@ CONFIG_ENV = "CALLSYNC_CONFIG"
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 
 
 class ApiSettings(_Section):
@@ -55,6 +59,16 @@ class SyncSettings(_Section):
 
 class DatabaseSettings(_Section):
     path: Path = Path("callsync.duckdb")
+    # DuckDB's own limit for the writing connection, e.g. "512MB"; None leaves DuckDB's
+    # default (80% of RAM). The primary-key index on calls.id must fit within it.
+    memory_limit: str | None = None
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _size(cls, value: str | None) -> str | None:
+        if value is not None and not _SIZE.fullmatch(value):
+            raise ValueError("must be a size such as '512MB' or '2GB'")
+        return value
 
 
 class MediaSettings(_Section):

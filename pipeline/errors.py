@@ -15,6 +15,7 @@ maps each to an exit code in one place (``exit_code``)::
     ├── MediaError                     1  a download that failed after all retries
     ├── DiskError                      1  disk full / permission denied on our own files
     ├── DatabaseLockedError            1  the DuckDB file stayed locked by another process
+    ├── DatabaseMemoryError            1  DuckDB hit [database] memory_limit
     └── BudgetExhausted                0  the request budget is spent: a clean pause
 
 Messages are one line, meant for a human reading a cron mail, and never contain
@@ -82,6 +83,10 @@ class DiskError(CallsyncError):
 
 
 class DatabaseLockedError(CallsyncError):
+    pass
+
+
+class DatabaseMemoryError(CallsyncError):
     pass
 
 

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.client import Rejected
-from pipeline.errors import DatabaseLockedError, DiskError
+from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
 from pipeline.models import CALL_FIELDS, Call, Flow, TrackingNumber
 
 T = TypeVar("T")
@@ -404,6 +404,7 @@ class Writer:
         after_windows: Callable[[duckdb.DuckDBPyConnection, Sequence[WindowBatch]], None] | None = None,
         commit_interval_s: float = 1.0,
         max_pending_rows: int = 50_000,
+        memory_limit: str | None = None,
         hold_s: float = 3.0,
         reader_gap_s: float = 0.25,
     ):
@@ -412,6 +413,7 @@ class Writer:
         self.after_windows = after_windows
         self.commit_interval_s = commit_interval_s
         self.max_pending_rows = max_pending_rows
+        self.memory_limit = memory_limit
         self.hold_s = hold_s
         self.reader_gap_s = reader_gap_s
         self._conn: duckdb.DuckDBPyConnection | None = None
@@ -535,6 +537,8 @@ class Writer:
             # Letting go of the file every hold_s checkpoints anyway; DuckDB's default (a
             # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint too.
             self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            if self.memory_limit:  # validated by config: digits and a unit
+                self._conn.execute(f"SET memory_limit = '{self.memory_limit}'")
             self._opened_at = time.monotonic()
         return self._conn
 
@@ -575,4 +579,10 @@ def _as_store_error(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, (duckdb.IOException, OSError)):
         return DiskError(f"database write failed: {_first_line(str(exc))}")
+    if isinstance(exc, duckdb.OutOfMemoryException) or (
+        isinstance(exc, duckdb.Error) and "could not allocate" in str(exc)  # e.g. on COMMIT
+    ):
+        return DatabaseMemoryError(
+            f"database ran out of memory: {_first_line(str(exc))} (raise [database] memory_limit)"
+        )
     return exc

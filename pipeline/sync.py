@@ -264,7 +264,13 @@ async def _recorded_run(
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
     with state.RunLock(settings.database.path):
-        async with Writer(Store(settings.database.path), summary.run_id, after_windows=after_windows) as writer:
+        writer = Writer(
+            Store(settings.database.path),
+            summary.run_id,
+            after_windows=after_windows,
+            memory_limit=settings.database.memory_limit,
+        )
+        async with writer:
             await writer.run(load.apply_migrations)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:

@@ -42,6 +42,7 @@ def test_every_command_documents_itself():
         ("[api\nbase_url = 1\n", ["not valid TOML"]),
         ("[api]\ntoken = 'abc'\n", ["never goes in the config file"]),
         ("[sync]\nstart_date = 'someday'\n", ["[sync] start_date"]),
+        ("[database]\nmemory_limit = 'lots'\n", ["[database] memory_limit", "a size such as"]),
     ],
 )
 async def test_bad_config_exits_2_with_one_line(tmp_path, toml, fragments):
@@ -99,6 +100,18 @@ async def test_backfill_prints_a_summary_and_json_logs(sandbox, tmp_path):
     assert status.code == 0 and "backfill" in status.stdout and "calls" in status.stdout
     as_json = json.loads((await run_cli("status", "--format", "json", cwd=tmp_path)).stdout)
     assert as_json["counts"]["calls"] == len(data.calls_between(data.today - timedelta(days=2), data.today))
+
+
+async def test_database_memory_limit_applies_and_running_out_is_one_line(sandbox, tmp_path):
+    today = sandbox.data.today.isoformat()
+    write_config(tmp_path, sandbox.base_url, database={"memory_limit": "1MB"})
+    result = await run_cli("backfill", "--start", today, "--end", today, "--no-media", cwd=tmp_path)
+    assert result.code == 1
+    assert_one_line_error(result, "database ran out of memory", "[database] memory_limit")
+
+    write_config(tmp_path, sandbox.base_url, database={"memory_limit": "64MB"})
+    result = await run_cli("backfill", "--start", today, "--end", today, "--no-media", cwd=tmp_path)
+    assert result.code == 0, result.stderr
 
 
 async def test_usage_errors_exit_2(tmp_path):
