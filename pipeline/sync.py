@@ -384,7 +384,7 @@ class WindowLoader:
             self.scope,
             window.start,
             window.end,
-            load.calls_to_arrow(fetched.calls),
+            fetched.calls,
             load.rejected_to_arrow(fetched.rejected),
         )
         self.summary.refetches += fetched.refetches
