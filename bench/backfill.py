@@ -162,6 +162,8 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
         f"concurrency {args.concurrency}{f', rate limit {args.rate_limit:g}/s' if args.rate_limit else ''}"
     )
     ratio = f"{elapsed / floor:.2f}x floor ({floor:.2f}s)" if floor else "no floor (no latency)"
+    if args.media:
+        ratio = "the run includes media: its floor is on the media line"
     print(
         f"  {calls / elapsed:,.0f} calls/s, {requests} requests, {retries} retries, {limited} 429s, "
         f"{elapsed:.2f}s in run ({run['wall_s']:.2f}s wall with start-up), peak RSS {run['peak_rss_mb']:.0f} MB, {ratio}"
