@@ -455,6 +455,7 @@ class Writer:
     async def _wait_for_room(self, rows: int) -> None:
         self.raise_failure()
         while self._pending_rows and self._pending_rows + rows > self.max_pending_rows:
+            self.flush()  # someone is waiting: commit now rather than at the next interval
             self._room.clear()
             await self._room.wait()
             self.raise_failure()

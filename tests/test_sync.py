@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
 
-from pipeline import sync
+from pipeline import load, sync
 from pipeline.extract import CallFilters
 from pipeline.sandbox import SandboxData
 from tests.dbcheck import assert_same_calls, scalar, stored_calls
@@ -185,3 +186,19 @@ async def test_first_sync_after_a_backfill_only_reads_the_recent_days(sandbox, m
     assert (first_sync.windows_done, first_sync.windows_skipped) == (3, 7)
     assert scalar(settings.database.path, "SELECT value FROM sync_state WHERE key = 'watermark'") == data.today.isoformat()
     assert_same_calls(settings.database.path, data)
+
+
+async def test_a_full_writer_commits_at_once_instead_of_waiting_for_its_interval(tmp_path):
+    # A producer blocked for room must not wait out commit_interval_s: with an interval
+    # of an hour, these submits only finish because the writer commits when one blocks.
+    writer = load.Writer(load.Store(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
+    async with writer:
+        await writer.run(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
+
+        async def fill() -> None:
+            for n in range(6):
+                await writer.submit(lambda conn, n=n: conn.execute("INSERT INTO t VALUES (?)", [n]), rows=2)
+
+        await asyncio.wait_for(fill(), timeout=30)
+    with load.Store(tmp_path / "w.duckdb").connect(read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 6
