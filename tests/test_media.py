@@ -403,3 +403,32 @@ async def test_killed_during_downloads_leaves_no_partial_file_and_the_next_run_c
     assert_recordings_match(settings, data)
     assert not list((settings.media.dir / ".tmp").iterdir())
     assert rows(settings, "SELECT status FROM runs ORDER BY started_at")[0][0] == "running", "the killed run"
+
+
+def test_a_batch_places_what_it_can_and_reports_each_failure(tmp_path):
+    folder = mediafiles.MediaFolder(tmp_path / "media")
+    folder.prepare()
+    (tmp_path / "media" / "recordings").mkdir()
+    (tmp_path / "media" / "recordings" / "2026").write_text("a file where a folder should be")
+
+    def spool(data: bytes, limit: int = 1 << 20) -> mediafiles.Spool:
+        made = mediafiles.Spool(folder.new_temp(), limit)
+        made.write(data)
+        return made
+
+    placements = [
+        (spool(b"first"), "recordings/2025/01/02/a.mp3"),
+        (spool(b"escapes"), "../outside.mp3"),
+        (spool(b"blocked"), "recordings/2026/01/02/b.mp3"),
+        (spool(b"spilled to its temp file", limit=4), "recordings/2025/01/02/c.mp3"),
+    ]
+    results = folder.place_all(placements)
+
+    assert results[0] is None and results[3] is None
+    assert isinstance(results[1], mediafiles.MediaError)
+    assert isinstance(results[2], OSError)
+    day = tmp_path / "media" / "recordings" / "2025" / "01" / "02"
+    assert (day / "a.mp3").read_bytes() == b"first"
+    assert (day / "c.mp3").read_bytes() == b"spilled to its temp file"
+    assert not (tmp_path / "outside.mp3").exists()
+    assert list((tmp_path / "media" / ".tmp").iterdir()) == []  # failed ones leave no temp file
