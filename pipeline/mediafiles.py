@@ -140,9 +140,10 @@ class MediaFolder:
         spool.write_out()
 
     def _rename(self, spool: Spool, relative: str) -> set[Path]:
-        target = self.resolve(relative)
+        """Only after ``_write_out`` checked the name: the folders, then the check again."""
+        target = self.root / relative
         changed = self._ensure_dir(target.parent)
-        self.resolve(relative)  # and again once the folders exist
+        self.resolve(relative)  # again once the folders exist
         os.replace(spool.temp, target)
         changed.add(target.parent)
         return changed
