@@ -444,10 +444,10 @@ class MediaFetcher:
         if error is not None:
             await self._record(failed(job, placement.now, str(error)))
         else:
+            download = placement.download
             self.counts.downloaded += 1
             self.counts.recordings += 1
-            self.counts.bytes += placement.download.size_bytes
-            download = placement.download
+            self.counts.bytes += download.size_bytes
             row = (job.call_id, placement.relative, download.size_bytes, download.sha256, download.content_type)
             await self._record(done(job, placement.now), recording=row)
         if self.on_job_done:
