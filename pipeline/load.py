@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -93,10 +93,18 @@ def read_sql(relative: str) -> str:
 def run_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
     """Run sql/statements/NAME.sql, one statement at a time, each with the parameters it names."""
     result = conn
-    for statement in duckdb.extract_statements(read_sql(f"statements/{name}.sql")):
-        wanted = {key: params[key] for key in statement.named_parameters}
-        result = conn.execute(statement.query, wanted or None)
+    for query, names in _statements(name):
+        result = conn.execute(query, {key: params[key] for key in names} or None)
     return result
+
+
+@cache
+def _statements(name: str) -> tuple[tuple[str, frozenset[str]], ...]:
+    """Read and split a statement file once per process: the writer runs some on every commit."""
+    return tuple(
+        (statement.query, frozenset(statement.named_parameters))
+        for statement in duckdb.extract_statements(read_sql(f"statements/{name}.sql"))
+    )
 
 
 def split_statements(script: str) -> list[str]:
@@ -286,17 +294,9 @@ def commit_windows(
             conn.register("batch", rejected)
             run_sql(conn, "insert_rejected", run_id=run_id, rejected_at=synced_at)
             conn.unregister("batch")
-        for batch in batches:
-            run_sql(
-                conn,
-                "checkpoint_window",
-                scope=batch.scope,
-                window_start=batch.start,
-                window_end=batch.end,
-                row_count=batch.calls.num_rows,
-                run_id=run_id,
-                synced_at=synced_at,
-            )
+        conn.register("windows", _windows_table(batches))
+        run_sql(conn, "checkpoint_windows", run_id=run_id, synced_at=synced_at)
+        conn.unregister("windows")
         if then is not None:
             then(conn)
     counts = []
@@ -319,6 +319,17 @@ def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
             "SELECT * FROM calls QUALIFY row_number() OVER (PARTITION BY id ORDER BY window_index DESC) = 1"
         ).arrow()
     return calls
+
+
+def _windows_table(batches: Sequence[WindowBatch]) -> pa.Table:
+    return pa.table(
+        {
+            "scope": pa.array([batch.scope for batch in batches], pa.string()),
+            "window_start": pa.array([batch.start for batch in batches], pa.date32()),
+            "window_end": pa.array([batch.end for batch in batches], pa.date32()),
+            "row_count": pa.array([batch.calls.num_rows for batch in batches], pa.int32()),
+        }
+    )
 
 
 def _windowed_rejected(batches: Sequence[WindowBatch]) -> pa.Table:
