@@ -1,6 +1,6 @@
 """Date windows -> verified, deduplicated pages of calls. Knows nothing of DuckDB.
 
-Each page becomes an Arrow table as it arrives (load's column layout): a window in
+Each page becomes an Arrow table as it arrives (see ``columns``): a window in
 flight holds its calls in a third of the memory the parsed dicts took, which keeps
 a backfill's peak memory flat when days hold thousands of calls.
 
@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipeline.client import CallTrackingClient, Rejected
 from pipeline.errors import WindowNotConvergedError
-from pipeline.load import CALL_SCHEMA, calls_to_arrow
+from pipeline.columns import CALL_SCHEMA, calls_to_arrow
 
 log = logging.getLogger("callsync.extract")
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import duckdb
 
-from pipeline import load, state
+from pipeline import columns, load, state
 from pipeline.client import CallTrackingClient, ClientOptions
 from pipeline.config import Settings
 from pipeline.errors import (
@@ -314,8 +314,8 @@ async def refresh_dimensions(client: CallTrackingClient, writer: Writer, summary
         summary.failures.append(f"dimensions: {exc}")
         log.error("could not refresh tracking numbers and flows: %s", exc)
         return
-    await writer.run(partial(load.refresh_dimension, statement="refresh_numbers", rows=load.numbers_to_arrow(numbers)))
-    await writer.run(partial(load.refresh_dimension, statement="refresh_flows", rows=load.flows_to_arrow(flows)))
+    await writer.run(partial(load.refresh_dimension, statement="refresh_numbers", rows=columns.numbers_to_arrow(numbers)))
+    await writer.run(partial(load.refresh_dimension, statement="refresh_flows", rows=columns.flows_to_arrow(flows)))
 
 
 class WindowLoader:
@@ -385,7 +385,7 @@ class WindowLoader:
             window.start,
             window.end,
             fetched.calls,
-            load.rejected_to_arrow(fetched.rejected),
+            columns.rejected_to_arrow(fetched.rejected),
         )
         self.summary.refetches += fetched.refetches
         future = await self.writer.submit_window(batch)
