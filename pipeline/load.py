@@ -216,9 +216,9 @@ def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
     calls = pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table()
     if pc.count_distinct(calls["id"]).as_py() != calls.num_rows:
         # A call seen in two windows (its started_at moved between them): keep the later window's copy.
-        calls = duckdb.sql(
-            "SELECT * FROM calls QUALIFY row_number() OVER (PARTITION BY id ORDER BY window_index DESC) = 1"
-        ).arrow()
+        rows = calls.append_column("row", pa.array(range(calls.num_rows), pa.int64()))
+        last_rows = rows.group_by("id").aggregate([("row", "max")])["row_max"]
+        calls = calls.take(last_rows)
     return calls
 
 

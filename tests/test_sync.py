@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
-from pipeline import load, sync
+from pipeline import columns, load, sync
 from pipeline.extract import CallFilters
 from pipeline.sandbox import SandboxData
 from tests.dbcheck import assert_same_calls, scalar, stored_calls
@@ -202,3 +202,25 @@ async def test_a_full_writer_commits_at_once_instead_of_waiting_for_its_interval
         await asyncio.wait_for(fill(), timeout=30)
     with load.Store(tmp_path / "w.duckdb").connect(read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 6
+
+
+def test_a_call_in_two_windows_of_one_commit_is_stored_once_from_the_later_window(tmp_path):
+    # Its started_at moved between the two windows' fetches: the later window's copy wins.
+    def call(call_id: str, duration: int, day: int) -> dict:
+        return {"id": call_id, "duration_seconds": duration, "started_at": datetime(2026, 5, day, 12, tzinfo=timezone.utc)}
+
+    def batch(day: int, calls: list[dict]) -> load.WindowBatch:
+        return load.WindowBatch(
+            "", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([])
+        )
+
+    store = load.Store(tmp_path / "c.duckdb")
+    store.migrate()
+    batches = [batch(1, [call("call_a", 10, 1), call("call_b", 20, 1)]), batch(2, [call("call_a", 11, 2)])]
+    with store.connect() as conn:
+        counts = load.commit_windows(conn, batches, run_id="run")
+        stored = conn.execute("SELECT id, duration_seconds FROM calls ORDER BY id").fetchall()
+        windows = conn.execute("SELECT window_start, row_count FROM sync_windows ORDER BY 1").fetchall()
+    assert stored == [("call_a", 11), ("call_b", 20)]
+    assert [(c.new, c.updated, c.unchanged) for c in counts] == [(1, 0, 0), (1, 0, 0)]
+    assert windows == [(date(2026, 5, 1), 2), (date(2026, 5, 2), 1)]
