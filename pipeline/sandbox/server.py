@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import random
 import re
 import time
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import AsyncIterator, Callable
 
+import pydantic_core
 from aiohttp import web
 
 from . import admin
@@ -56,7 +56,10 @@ _CONTEXT = web.AppKey("sandbox_context", _Context)
 
 
 def _json(payload, status: int = 200, headers: dict | None = None) -> web.Response:
-    return web.Response(text=json.dumps(payload), status=status, content_type="application/json", headers=headers)
+    # pydantic_core's encoder is ~3x faster than json.dumps; listings are most of the
+    # sandbox's work in a benchmark, and its CPU is taken from the client's on a small machine.
+    body = pydantic_core.to_json(payload)
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)
 
 
 def _error_response(status: int, code: str, message: str, headers: dict | None = None) -> web.Response:
