@@ -315,7 +315,7 @@ class Writer:
         *,
         after_windows: Callable[[duckdb.DuckDBPyConnection, Sequence[WindowBatch]], None] | None = None,
         commit_interval_s: float = 1.0,
-        max_pending_rows: int = 50_000,
+        max_pending_rows: int = 20_000,
         memory_limit: str | None = None,
         hold_s: float = 3.0,
         reader_gap_s: float = 0.25,
