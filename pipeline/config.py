@@ -39,6 +39,7 @@ class ApiSettings(_Section):
     backoff_initial_s: float = Field(0.5, ge=0)
     backoff_max_s: float = Field(30.0, ge=0)
     max_requests_per_run: int | None = Field(None, ge=1)
+    max_requests_per_hour: int | None = Field(None, ge=1)
 
     @field_validator("base_url")
     @classmethod

@@ -283,6 +283,10 @@ def get_state(conn: duckdb.DuckDBPyConnection, key: str) -> str | None:
     return row[0] if row else None
 
 
+def requests_since(conn: duckdb.DuckDBPyConnection, since: datetime) -> int:
+    return int(run_sql(conn, "requests_since", since=since).fetchone()[0])
+
+
 def committed_windows(conn: duckdb.DuckDBPyConnection, scopes: Sequence[str]) -> list[tuple[date, date]]:
     return [(start, end) for start, end in run_sql(conn, "committed_windows", scopes=list(scopes)).fetchall()]
 

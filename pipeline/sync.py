@@ -19,7 +19,7 @@ import duckdb
 
 from pipeline import columns, load, state
 from pipeline.client import CallTrackingClient, ClientOptions
-from pipeline.config import Settings
+from pipeline.config import ApiSettings, Settings
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -121,8 +121,35 @@ def utc_today() -> date:
     return datetime.now(timezone.utc).date()
 
 
+@dataclass(frozen=True)
+class RequestBudget:
+    """How many requests this run may send (None: no limit), and which setting says so."""
+
+    limit: int | None = None
+    note: str = ""
+
+
+def request_budget(api: ApiSettings, used_last_hour: int) -> RequestBudget:
+    """The tighter of ``max_requests_per_run`` and what ``max_requests_per_hour`` leaves
+    after the requests of runs that finished in the past hour."""
+    budgets = []
+    if api.max_requests_per_run is not None:
+        budgets.append(RequestBudget(api.max_requests_per_run, "max_requests_per_run"))
+    if api.max_requests_per_hour is not None:
+        left = max(0, api.max_requests_per_hour - used_last_hour)
+        note = f"max_requests_per_hour = {api.max_requests_per_hour}, runs in the past hour sent {used_last_hour}"
+        budgets.append(RequestBudget(left, note))
+    return min(budgets, key=lambda budget: budget.limit) if budgets else RequestBudget()
+
+
+async def _budget_for_run(writer: Writer, api: ApiSettings) -> RequestBudget:
+    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    return request_budget(api, await writer.run(partial(load.requests_since, since=since)))
+
+
 def client_for(settings: Settings) -> CallTrackingClient:
     api = settings.api
+    budget = request_budget(api, 0)
     options = ClientOptions(
         timeout_s=api.timeout_s,
         max_concurrency=api.max_concurrency,
@@ -130,7 +157,8 @@ def client_for(settings: Settings) -> CallTrackingClient:
         max_retries=api.max_retries,
         backoff_initial_s=api.backoff_initial_s,
         backoff_max_s=api.backoff_max_s,
-        max_requests_per_run=api.max_requests_per_run,
+        max_requests_per_run=budget.limit,
+        budget_note=budget.note,
         allow_foreign_hosts=settings.media.allow_foreign_hosts,
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
@@ -272,6 +300,9 @@ async def _recorded_run(
         )
         async with writer:
             await writer.run(load.apply_migrations)
+            if settings.api.max_requests_per_hour is not None:
+                budget = await _budget_for_run(writer, settings.api)
+                client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
                 async with client:

@@ -10,8 +10,10 @@
   below the rate that last drew a 429, then only by a slow creep that probes
   whether the limit went up. This is AIMD, as in TCP, with CUBIC's memory of
   where the ceiling was.
-- ``max_requests_per_run``: when it is spent, ``BudgetExhausted`` is raised
-  before sending, so the run can commit what it has and pause cleanly.
+- ``max_requests``: the run's request budget (from ``max_requests_per_run`` and
+  ``max_requests_per_hour``; ``budget_note`` says which). When it is spent,
+  ``BudgetExhausted`` is raised before sending, so the run can commit what it has
+  and pause cleanly.
 """
 
 from __future__ import annotations
@@ -47,12 +49,14 @@ class Throttle:
         max_concurrency: int,
         requests_per_second: float | None = None,
         max_requests: int | None = None,
+        budget_note: str = "",
     ) -> None:
         self.max_concurrency = max_concurrency
         self.cap = requests_per_second
         self.rate = requests_per_second
         self.ceiling: float | None = None
         self.max_requests = max_requests
+        self.budget_note = budget_note
         self.stats = RequestStats()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._next_start = 0.0
@@ -60,6 +64,10 @@ class Throttle:
         self._last_decrease = 0.0
         self._last_increase = time.monotonic()
         self._recent_successes: deque[float] = deque()
+
+    def set_budget(self, max_requests: int | None, note: str) -> None:
+        """Set the request budget before the run's first request (it may depend on earlier runs)."""
+        self.max_requests, self.budget_note = max_requests, note
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
@@ -85,7 +93,8 @@ class Throttle:
 
     def _count_start(self) -> None:
         if self.max_requests is not None and self.stats.requests >= self.max_requests:
-            raise BudgetExhausted(f"request budget of {self.max_requests} spent")
+            by = f" by {self.budget_note}" if self.budget_note else ""
+            raise BudgetExhausted(f"{self.max_requests} requests allowed{by}")
         self.stats.requests += 1
 
     def rate_limited(self, retry_after: float | None) -> None:

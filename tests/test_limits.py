@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import duckdb
 import pytest
 
 from pipeline import sync
+from pipeline.config import ApiSettings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from tests.conftest import run_cli, write_config
 from tests.dbcheck import assert_same_calls, scalar
@@ -89,3 +91,45 @@ def _debug(log):
         for r in log
         if -0.2 < r.started - first.finished < 1.2
     ]
+
+
+async def test_hourly_request_budget_counts_earlier_runs_and_resumes_after_the_hour(sandbox, tmp_path):
+    data = sandbox.data
+    write_config(tmp_path, sandbox.base_url, api={"max_requests_per_hour": 12, "max_concurrency": 4})
+    args = ("backfill", "--start", (data.today - timedelta(days=9)).isoformat(), "--end", data.today.isoformat(), "--no-media")
+    database = tmp_path / "callsync.duckdb"
+
+    first = await run_cli(*args, cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    assert first.stdout.startswith("backfill paused: request budget")
+    assert "12 requests allowed by max_requests_per_hour = 12" in first.stderr
+    sent = len(api_log(sandbox))
+    assert sent == 12
+
+    # Within the hour the budget is spent: the next run pauses before sending anything.
+    second = await run_cli(*args, cwd=tmp_path)
+    assert second.code == 0, second.stderr
+    assert second.stdout.startswith("backfill paused: request budget")
+    assert "0 requests allowed by max_requests_per_hour = 12, runs in the past hour sent 12" in second.stderr
+    assert len(api_log(sandbox)) == sent
+
+    # An hour later (the earlier runs' finish times moved back) the backfill goes on and completes.
+    for _ in range(10):
+        with duckdb.connect(str(database)) as conn:
+            conn.execute("UPDATE runs SET finished_at = finished_at - INTERVAL 2 HOUR")
+        result = await run_cli(*args, cwd=tmp_path)
+        assert result.code == 0, result.stderr
+        assert len(api_log(sandbox)) - sent <= 12
+        sent = len(api_log(sandbox))
+        if "backfill ok" in result.stdout:
+            break
+    assert result.stdout.startswith("backfill ok")
+    assert_same_calls(database, data)
+
+
+def test_the_tighter_of_the_run_and_hourly_budgets_applies():
+    api = ApiSettings(max_requests_per_run=5, max_requests_per_hour=12)
+    assert sync.request_budget(api, 0) == sync.RequestBudget(5, "max_requests_per_run")
+    assert sync.request_budget(api, 10).limit == 2
+    assert sync.request_budget(api, 30).limit == 0
+    assert sync.request_budget(ApiSettings(), 30) == sync.RequestBudget()
