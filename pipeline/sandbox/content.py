@@ -5,8 +5,6 @@ from __future__ import annotations
 import hashlib
 import random
 
-import numpy as np
-
 OUTCOMES = ("qualified", "unqualified", "voicemail", "abandoned")
 OUTCOME_WEIGHTS = (0.35, 0.30, 0.15, 0.20)
 SENTIMENTS = ("positive", "neutral", "negative")
@@ -178,18 +176,18 @@ def _timestamps(rng: random.Random, count: int, duration_seconds: int) -> list[f
     return [0.0] + [round(t, 1) for t in inner]
 
 
-_MP3_FRAME_HEADER = np.frombuffer(b"\xff\xfb\x90\x64", dtype=np.uint8)  # MPEG-1 layer III, 128 kbit/s
+_MP3_FRAME_HEADER = b"\xff\xfb\x90\x64"  # MPEG-1 layer III, 128 kbit/s
 _MP3_FRAME_BYTES = 417
 
 
 def recording_bytes(call_id: str, duration_seconds: int) -> bytes:
     """An ID3 tag followed by MP3-looking frames of pseudo-random payload."""
     tag = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no frames
-    rng = np.random.default_rng(_stable_int(call_id, b"recording"))
-    body = np.frombuffer(rng.bytes(2_000 + int(duration_seconds) * 40 - len(tag)), dtype=np.uint8).copy()
-    whole_frames = len(body) // _MP3_FRAME_BYTES
-    body[: whole_frames * _MP3_FRAME_BYTES].reshape(whole_frames, _MP3_FRAME_BYTES)[:, :4] = _MP3_FRAME_HEADER
-    return tag + body.tobytes()
+    rng = random.Random(_stable_int(call_id, b"recording"))
+    body = bytearray(rng.randbytes(2_000 + int(duration_seconds) * 40 - len(tag)))
+    for start in range(0, len(body) - _MP3_FRAME_BYTES + 1, _MP3_FRAME_BYTES):
+        body[start : start + len(_MP3_FRAME_HEADER)] = _MP3_FRAME_HEADER
+    return tag + bytes(body)
 
 
 def _stable_int(text: str, salt: bytes) -> int:
