@@ -307,7 +307,9 @@ class Writer:
     open across groups for at most ``hold_s``, then let go for ``reader_gap_s`` so that an
     analyst's read-only connection gets in during a long backfill (opening and closing
     per group would checkpoint every time, which grows with the table).
-    ``max_pending_rows`` bounds what waits in memory.
+    ``max_pending_rows`` bounds what waits for the next commit. The group being committed
+    does not count, so fetching goes on during a commit: at most twice
+    ``max_pending_rows`` is held.
 
     ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
     moves its watermark there)."""
@@ -412,13 +414,14 @@ class Writer:
                 await self._wait_for_work(wait)
                 continue
             group, self._queue, self._urgent = self._queue, [], False
+            # The group leaves the queue now: producers fill it again while this commits.
+            self._pending_rows -= sum(item.rows for item in group)
+            self._room.set()
             results = await loop.run_in_executor(self._executor, self._commit_group, [item.work for item in group])
             last_commit = time.monotonic()
             for item, (ok, value) in zip(group, results):
-                self._pending_rows -= item.rows
                 if not item.future.cancelled():
                     item.future.set_result(value) if ok else item.future.set_exception(value)
-            self._room.set()
 
     async def _wait_for_work(self, timeout: float | None) -> None:
         self._wakeup.clear()

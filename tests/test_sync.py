@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -224,3 +225,26 @@ def test_a_call_in_two_windows_of_one_commit_is_stored_once_from_the_later_windo
     assert stored == [("call_a", 11), ("call_b", 20)]
     assert [(c.new, c.updated, c.unchanged) for c in counts] == [(1, 0, 0), (1, 0, 0)]
     assert windows == [(date(2026, 5, 1), 2), (date(2026, 5, 2), 1)]
+
+
+async def test_producers_fill_the_queue_again_while_a_group_commits(tmp_path):
+    # The first group blocks in the writer thread until released. A full queue's worth of
+    # rows must still be accepted meanwhile: fetching does not stall behind a commit.
+    committing, release = threading.Event(), threading.Event()
+
+    def slow_commit(conn) -> None:
+        committing.set()
+        release.wait(30)
+
+    writer = load.Writer(load.Store(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
+    async with writer:
+        first = await writer.submit(slow_commit, rows=3)
+        writer.flush()
+        await asyncio.to_thread(committing.wait, 30)
+        try:
+            second = await asyncio.wait_for(writer.submit(lambda conn: "next", rows=3), timeout=10)
+        finally:
+            release.set()
+        await first
+        writer.flush()
+        assert await second == "next"
