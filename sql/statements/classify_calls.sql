@@ -3,8 +3,8 @@
 -- run summary counts it per window.
 --
 -- The stored copies are found by id alone first: joining the batch to `calls` directly
--- made DuckDB read every column of the whole table on each commit, so commits got
--- slower as the table grew. A batch of new calls now reads only the id column.
+-- would read every column of the whole table on each commit, and commits would slow
+-- down as the table grows. This way a batch of new calls reads only the id column.
 CREATE OR REPLACE TEMP TABLE batch_stored AS
 SELECT calls.rowid AS stored_row FROM calls SEMI JOIN batch ON calls.id = batch.id;
 
