@@ -10,6 +10,7 @@ import json
 from typing import Any, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.client import Rejected
 from pipeline.models import CALL_FIELDS, Call, Flow, TrackingNumber
@@ -78,6 +79,15 @@ def _extras(calls: Sequence[Call]) -> pa.Array:
 def _call_extra_json(call: Call) -> str | None:
     unknown = call.keys() - CALL_FIELDS
     return json.dumps({key: call[key] for key in sorted(unknown)}, default=str) if unknown else None
+
+
+def last_row_per_id(table: pa.Table) -> pa.Table:
+    """One row per ``id``: the last one in the table (rows are in the order they were seen)."""
+    if pc.count_distinct(table["id"]).as_py() == table.num_rows:
+        return table
+    rows = table.append_column("_row", pa.array(range(table.num_rows), pa.int64()))
+    last_rows = rows.group_by("id", use_threads=False).aggregate([("_row", "max")])["_row_max"]
+    return table.take(last_rows)
 
 
 def numbers_to_arrow(numbers: Sequence[TrackingNumber]) -> pa.Table:

@@ -22,7 +22,7 @@ import pyarrow as pa
 
 from pipeline.client import CallTrackingClient, Rejected
 from pipeline.errors import WindowNotConvergedError
-from pipeline.columns import CALL_SCHEMA, calls_to_arrow
+from pipeline.columns import CALL_SCHEMA, calls_to_arrow, last_row_per_id
 
 log = logging.getLogger("callsync.extract")
 
@@ -125,16 +125,14 @@ def pages_for(total: int, per_page: int) -> int:
 def deduplicate(pages: Iterable[Page]) -> tuple[pa.Table, list[Rejected]]:
     """Order is not promised and pages may overlap: keep one record per id (the last seen)."""
     pages = list(pages)
-    calls = pa.concat_tables([page.calls for page in pages]) if pages else CALL_SCHEMA.empty_table()
-    last_row = {call_id: row for row, call_id in enumerate(calls.column("id").to_pylist())}
-    if len(last_row) < calls.num_rows:
-        calls = calls.take(sorted(last_row.values()))
+    calls = last_row_per_id(pa.concat_tables([page.calls for page in pages]) if pages else CALL_SCHEMA.empty_table())
     rejected: dict[str, Rejected] = {}
     for page in pages:
         for record in page.rejected:
             rejected[record.record_id or record.raw_json] = record
-    for call_id in last_row.keys() & rejected.keys():
-        del rejected[call_id]
+    if rejected:  # a record valid on one page wins over its rejected copy on another
+        for call_id in rejected.keys() & set(calls.column("id").to_pylist()):
+            del rejected[call_id]
     return calls, list(rejected.values())
 
 

@@ -22,10 +22,9 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
-from pipeline.columns import CALL_SCHEMA
+from pipeline.columns import CALL_SCHEMA, last_row_per_id
 
 T = TypeVar("T")
 
@@ -213,13 +212,8 @@ def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
         batch.calls.append_column("window_index", pa.array([index] * batch.calls.num_rows, pa.int32()))
         for index, batch in enumerate(batches)
     ]
-    calls = pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table()
-    if pc.count_distinct(calls["id"]).as_py() != calls.num_rows:
-        # A call seen in two windows (its started_at moved between them): keep the later window's copy.
-        rows = calls.append_column("row", pa.array(range(calls.num_rows), pa.int64()))
-        last_rows = rows.group_by("id").aggregate([("row", "max")])["row_max"]
-        calls = calls.take(last_rows)
-    return calls
+    # A call seen in two windows (its started_at moved between them): the later window's copy.
+    return last_row_per_id(pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table())
 
 
 def _windows_table(batches: Sequence[WindowBatch]) -> pa.Table:
