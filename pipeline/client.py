@@ -98,7 +98,6 @@ class ClientOptions:
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
     max_requests_per_run: int | None = None
-    budget_note: str = ""  # why max_requests_per_run is what it is, for the pause message
     allow_foreign_hosts: bool = True
     user_agent: str = field(default="callsync")
 
@@ -114,7 +113,6 @@ class CallTrackingClient:
             self.options.max_concurrency,
             self.options.requests_per_second,
             self.options.max_requests_per_run,
-            self.options.budget_note,
         )
         self._session: aiohttp.ClientSession | None = None
 

@@ -143,13 +143,14 @@ def request_budget(api: ApiSettings, used_last_hour: int) -> RequestBudget:
 
 
 async def _budget_for_run(writer: Writer, api: ApiSettings) -> RequestBudget:
+    if api.max_requests_per_hour is None:
+        return request_budget(api, 0)
     since = datetime.now(timezone.utc) - timedelta(hours=1)
     return request_budget(api, await writer.run(partial(load.requests_since, since=since)))
 
 
 def client_for(settings: Settings) -> CallTrackingClient:
     api = settings.api
-    budget = request_budget(api, 0)
     options = ClientOptions(
         timeout_s=api.timeout_s,
         max_concurrency=api.max_concurrency,
@@ -157,8 +158,7 @@ def client_for(settings: Settings) -> CallTrackingClient:
         max_retries=api.max_retries,
         backoff_initial_s=api.backoff_initial_s,
         backoff_max_s=api.backoff_max_s,
-        max_requests_per_run=budget.limit,
-        budget_note=budget.note,
+        max_requests_per_run=api.max_requests_per_run,
         allow_foreign_hosts=settings.media.allow_foreign_hosts,
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
@@ -300,9 +300,8 @@ async def _recorded_run(
         )
         async with writer:
             await writer.run(load.apply_migrations)
-            if settings.api.max_requests_per_hour is not None:
-                budget = await _budget_for_run(writer, settings.api)
-                client.throttle.set_budget(budget.limit, budget.note)
+            budget = await _budget_for_run(writer, settings.api)
+            client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
                 async with client:

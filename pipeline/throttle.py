@@ -49,14 +49,13 @@ class Throttle:
         max_concurrency: int,
         requests_per_second: float | None = None,
         max_requests: int | None = None,
-        budget_note: str = "",
     ) -> None:
         self.max_concurrency = max_concurrency
         self.cap = requests_per_second
         self.rate = requests_per_second
         self.ceiling: float | None = None
         self.max_requests = max_requests
-        self.budget_note = budget_note
+        self.budget_note = ""
         self.stats = RequestStats()
         self._slots = asyncio.Semaphore(max_concurrency)
         self._next_start = 0.0
