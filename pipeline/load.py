@@ -30,6 +30,10 @@ T = TypeVar("T")
 
 MIGRATIONS_TABLE = "schema_migrations"
 CHECKPOINT_THRESHOLD = "1GB"
+# The writer's DuckDB works in the writer thread alone. With worker threads, each
+# checkpoint ran in parallel tasks that took 100-190 MB more at a 1M-call table and
+# three times as long, competing for the cores the event loop needs.
+WRITER_THREADS = 1
 LOCK_RETRY_S = 0.05
 
 def sql_dir() -> Path:
@@ -451,6 +455,7 @@ class Writer:
             # Letting go of the file every hold_s checkpoints anyway; DuckDB's default (a
             # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint too.
             self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+            self._conn.execute(f"SET threads = {WRITER_THREADS}")
             if self.memory_limit:  # validated by config: digits and a unit
                 self._conn.execute(f"SET memory_limit = '{self.memory_limit}'")
             self._opened_at = time.monotonic()
