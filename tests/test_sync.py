@@ -189,6 +189,35 @@ async def test_first_sync_after_a_backfill_only_reads_the_recent_days(sandbox, m
     assert_same_calls(settings.database.path, data)
 
 
+async def test_a_database_from_before_migration_004_keeps_every_call_and_loses_the_index(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, sync={"start_date": first_day(data).isoformat(), "lookback_days": 2})
+    await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    _back_to_the_indexed_calls_table(settings.database.path)
+    assert _primary_keys_of_calls(settings.database.path) == 1
+
+    again = await sync.sync(settings, today=data.today, with_media=False)  # migrates first
+    assert again.status == "ok" and (again.calls_new, again.calls_updated) == (0, 0)
+    assert _primary_keys_of_calls(settings.database.path) == 0
+    assert scalar(settings.database.path, "SELECT count(*) FROM calls_enriched") == data.calls_total
+    assert_same_calls(settings.database.path, data)
+
+
+def _primary_keys_of_calls(path) -> int:
+    return scalar(path, "SELECT count(*) FROM duckdb_constraints() WHERE table_name = 'calls' AND constraint_type = 'PRIMARY KEY'")
+
+
+def _back_to_the_indexed_calls_table(path) -> None:
+    """Rebuild `calls` as migration 001 created it, with its rows, and forget 004."""
+    create_calls = load.split_statements((load.sql_dir() / "migrations" / "001_core.sql").read_text())[0]
+    with load.Store(path).connect() as conn, load.transaction(conn):
+        conn.execute("ALTER TABLE calls RENAME TO calls_now")
+        conn.execute(create_calls)
+        conn.execute("INSERT INTO calls SELECT * FROM calls_now")
+        conn.execute("DROP TABLE calls_now")
+        conn.execute("DELETE FROM schema_migrations WHERE name = '004_calls_without_index'")
+
+
 async def test_a_full_writer_commits_at_once_instead_of_waiting_for_its_interval(tmp_path):
     # A producer blocked for room must not wait out commit_interval_s: with an interval
     # of an hour, these submits only finish because the writer commits when one blocks.
@@ -248,3 +277,4 @@ async def test_producers_fill_the_queue_again_while_a_group_commits(tmp_path):
         await first
         writer.flush()
         assert await second == "next"
+
