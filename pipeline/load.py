@@ -34,6 +34,9 @@ CHECKPOINT_THRESHOLD = "1GB"
 # checkpoint ran in parallel tasks that took 100-190 MB more at a 1M-call table and
 # three times as long, competing for the cores the event loop needs.
 WRITER_THREADS = 1
+# Once a run has stored this many calls, its checkpoints skip DuckDB's vacuum (see Writer).
+# A cron sync of the lookback days stores far fewer.
+VACUUM_BELOW_ROWS = 50_000
 LOCK_RETRY_S = 0.05
 
 def sql_dir() -> Path:
@@ -309,6 +312,12 @@ class Writer:
     does not count, so fetching goes on during a commit: at most twice
     ``max_pending_rows`` is held.
 
+    Each checkpoint stores the rows since the last as a new row group, and DuckDB's vacuum
+    merges small row groups by rewriting them: 100-190 MB for a moment, whenever a row
+    group's worth had gathered. So once a run has stored ``vacuum_below_rows`` calls, its
+    checkpoints skip the vacuum: the frequent small syncs keep the table compact, and a
+    big backfill leaves row groups of what it committed between letting go (~10-100k rows).
+
     ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
     moves its watermark there)."""
 
@@ -323,6 +332,7 @@ class Writer:
         memory_limit: str | None = None,
         hold_s: float = 3.0,
         reader_gap_s: float = 0.25,
+        vacuum_below_rows: int = VACUUM_BELOW_ROWS,
     ):
         self.store = store
         self.run_id = run_id
@@ -332,6 +342,8 @@ class Writer:
         self.memory_limit = memory_limit
         self.hold_s = hold_s
         self.reader_gap_s = reader_gap_s
+        self.vacuum_below_rows = vacuum_below_rows
+        self._rows_stored = 0
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._opened_at = 0.0
         self._released_at = 0.0
@@ -465,13 +477,18 @@ class Writer:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             self._released_at = time.monotonic()
+            if self._rows_stored >= self.vacuum_below_rows:
+                conn.execute("SET max_vacuum_tasks = 0")  # for the checkpoint that closing makes
             conn.close()
 
     def _run_windows(self, conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch]) -> list[tuple[bool, Any]]:
         then = partial(self.after_windows, batches=batches) if self.after_windows else None
         outcome = self._run_one(conn, partial(commit_windows, batches=batches, run_id=self.run_id, then=then))
         ok, value = outcome
-        return [(True, counts) for counts in value] if ok else [outcome] * len(batches)
+        if not ok:
+            return [outcome] * len(batches)
+        self._rows_stored += sum(batch.calls.num_rows for batch in batches)
+        return [(True, counts) for counts in value]
 
     def _run_one(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[bool, Any]:
         try:

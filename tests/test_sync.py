@@ -278,3 +278,20 @@ async def test_producers_fill_the_queue_again_while_a_group_commits(tmp_path):
         writer.flush()
         assert await second == "next"
 
+
+@pytest.mark.parametrize(("vacuum_below_rows", "row_groups"), [(10_000, 1), (120, 3)])
+async def test_checkpoints_stop_merging_row_groups_once_a_run_is_big(tmp_path, vacuum_below_rows, row_groups):
+    # Letting go of the file after every group (hold_s=0) checkpoints each window as a row
+    # group of its own, and DuckDB's vacuum merges them into one. Once the run has stored
+    # vacuum_below_rows calls, it no longer does (here after the second of four windows):
+    # such a merge took 100-190 MB at once.
+    store = load.Store(tmp_path / "v.duckdb")
+    store.migrate()
+    writer = load.Writer(store, "run", commit_interval_s=0, hold_s=0, reader_gap_s=0, vacuum_below_rows=vacuum_below_rows)
+    async with writer:
+        for day in range(1, 5):
+            calls = [{"id": f"call_{day}_{n}", "started_at": datetime(2026, 5, day, n // 60, n % 60, tzinfo=timezone.utc)} for n in range(50)]
+            window = load.WindowBatch("", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([]))
+            await (await writer.submit_window(window))
+    assert scalar(store.path, "SELECT count(*) FROM calls") == 200
+    assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
