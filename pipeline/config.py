@@ -61,7 +61,7 @@ class SyncSettings(_Section):
 class DatabaseSettings(_Section):
     path: Path = Path("callsync.duckdb")
     # DuckDB's own limit for the writing connection, e.g. "512MB"; None leaves DuckDB's
-    # default (80% of RAM). The primary-key index on calls.id must fit within it.
+    # default (80% of RAM). Each commit must fit within it.
     memory_limit: str | None = None
 
     @field_validator("memory_limit")
