@@ -6,6 +6,7 @@ import asyncio
 import threading
 from datetime import date, datetime, timedelta, timezone
 
+import pyarrow as pa
 import pytest
 
 from pipeline import columns, load, sync
@@ -295,3 +296,15 @@ async def test_checkpoints_stop_merging_row_groups_once_a_run_is_big(tmp_path, v
             await (await writer.submit_window(window))
     assert scalar(store.path, "SELECT count(*) FROM calls") == 200
     assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
+
+
+def test_a_call_seen_twice_keeps_the_row_seen_last():
+    seen = pa.table({"id": ["a", "b", "a", "c", "b"], "outcome": ["missed", "qualified", "answered", "missed", "missed"]})
+    kept = columns.last_row_per_id(seen)
+    assert kept.to_pylist() == [
+        {"id": "a", "outcome": "answered"},
+        {"id": "c", "outcome": "missed"},
+        {"id": "b", "outcome": "missed"},
+    ]
+    unique = seen.slice(0, 2)
+    assert columns.last_row_per_id(unique) is unique
