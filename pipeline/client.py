@@ -299,6 +299,7 @@ class CallTrackingClient:
         async with self.throttle.slot():
             result = await self._exchange(method, url, json_body, consume)
         self.throttle.succeeded()
+        await asyncio.sleep(0)  # the slot's next holder sends its request before this body is parsed
         return result
 
     def _retrying(self) -> AsyncRetrying:
