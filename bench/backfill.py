@@ -10,7 +10,7 @@ Examples:
     uv run python bench/backfill.py --calls 200000 --days 365 --latency-ms 50
     uv run python bench/backfill.py --calls 200000 --days 365 --latency-ms 0
     uv run python bench/backfill.py --calls 20000 --days 60 --latency-ms 50 --media
-    uv run python bench/backfill.py --calls 20000 --days 30 --rate-limit 20
+    uv run python bench/backfill.py --calls 30000 --days 600 --latency-ms 0 --rate-limit 20
     uv run python bench/backfill.py --calls 200000 --days 365 --incremental
     uv run python bench/backfill.py --calls 1000000 --days 365 --latency-ms 0 --memory-limit 100MB
 """
