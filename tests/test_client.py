@@ -154,12 +154,15 @@ async def test_server_errors_and_dropped_connections_are_retried(sandbox):
     assert statuses & {500, 502, 503}
 
 
-async def test_retries_give_up_after_max_retries(sandbox):
+@pytest.mark.parametrize("max_retries", [0, 2])
+async def test_retries_give_up_after_max_retries(sandbox, max_retries):
+    # The first attempt runs outside tenacity: its failure must still count as attempt 1.
     sandbox.faults.error_rate = 1.0
-    async with client_for(sandbox, max_retries=2) as client:
+    async with client_for(sandbox, max_retries=max_retries) as client:
         with pytest.raises(RetryableApiError, match="HTTP 50"):
             await client.list_calls()
-    assert len(api_requests(sandbox, "/calls")) == 3
+        assert client.stats.retries == max_retries
+    assert len(api_requests(sandbox, "/calls")) == max_retries + 1
 
 
 async def test_retry_after_is_honoured(sandbox):
