@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import signal
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -100,6 +102,32 @@ async def test_backfill_prints_a_summary_and_json_logs(sandbox, tmp_path):
     assert status.code == 0 and "backfill" in status.stdout and "calls" in status.stdout
     as_json = json.loads((await run_cli("status", "--format", "json", cwd=tmp_path)).stdout)
     assert as_json["counts"]["calls"] == len(data.calls_between(data.today - timedelta(days=2), data.today))
+
+
+# The CLI's entry point in a child process, reporting afterwards whether NumPy was imported.
+NUMPY_PROBE = """
+import sys
+from pipeline import cli
+try:
+    cli.cli.main(sys.argv[1:], standalone_mode=False)
+finally:
+    print("numpy imported:", sys.modules.get("numpy") is not None)
+"""
+
+
+async def test_a_backfill_runs_without_numpy(sandbox, tmp_path):
+    """pyarrow would import NumPy (~12 MB resident) only for conversions callsync never makes."""
+    write_config(tmp_path, sandbox.base_url, media={"dir": str(tmp_path / "media")})
+    today = sandbox.data.today.isoformat()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", NUMPY_PROBE, "backfill", "--start", today, "--end", today,
+        cwd=tmp_path, env={**os.environ, "CALLSYNC_TOKEN": "sandbox-token"},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    assert "backfill ok" in stdout.decode() and "media 0 downloaded" not in stdout.decode()
+    assert stdout.decode().strip().endswith("numpy imported: False")
 
 
 async def test_database_memory_limit_applies_and_running_out_is_one_line(sandbox, tmp_path):
