@@ -12,10 +12,10 @@ A media run (``fetch_pending``), top to bottom:
 5. A recording streams into a ``Spool`` (memory up to SPOOL_BYTES, then its temp file)
    and joins the placing queue; the download slot is free again as soon as the bytes are in.
    Placers take what is queued (up to PLACE_BATCH files or PLACE_BATCH_BYTES) to a file
-   thread in one hop, where each is written to ``.tmp``, fsynced and renamed to
-   ``recordings/YYYY/MM/DD/<name>.mp3``, and then the folders are fsynced. The event loop
-   does no file I/O, and the GIL changes hands once per batch rather than per file. Only
-   a file with its name and its folder fsynced is committed as done. Finished work is
+   thread in one hop, where each is written to ``.tmp``, made durable (one syncfs per
+   batch on Linux, else an fsync per file) and renamed to ``recordings/YYYY/MM/DD/<name>.mp3``,
+   and then the renames are made durable. The event loop does no file I/O. Only a file
+   durable under its name is committed as done. Finished work is
    committed in batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
 
 A 404 means "not ready yet": the job stays pending and is asked again on every run,
@@ -412,7 +412,7 @@ class MediaFetcher:
 
     async def _place_batches(self) -> None:
         """Until the downloads are over: what is queued, as one batch in a file thread
-        (save + fsync + rename, then the folders); then each recording is recorded as done."""
+        (save, sync, rename, sync); then each recording is recorded as done."""
         loop = asyncio.get_running_loop()
         last = False
         while not last:

@@ -1,16 +1,18 @@
 """The media folder on disk: safe file names, temp files, atomic placement, hashing.
 
 Nothing here knows about jobs or HTTP. Every path is checked to resolve inside the
-media folder, and a file gets its final name only once its bytes are fsynced.
+media folder, and a file gets its final name only once its bytes are on disk.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import os
 import re
 import shutil
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Callable
@@ -50,7 +52,9 @@ class MediaFolder:
     """The media folder: temp files in ``.tmp`` (same filesystem, so a rename is atomic),
     recordings under ``recordings/``. Every path is checked to resolve inside the folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, *, syncfs: bool | None = None):
+        """``syncfs``: make each batch durable with syncfs(2) (the default where there is
+        one: Linux) rather than an fsync per file and per folder."""
         self.root = Path(root)
         self.temp = self.root / TEMP_DIR
         self._real_root = os.path.realpath(self.root)
@@ -58,6 +62,9 @@ class MediaFolder:
         self._real_dirs: dict[str, str] = {}
         self._counter = 0
         self._pid = os.getpid()
+        self._syncfs = _load_syncfs() if syncfs is None or syncfs else None
+        if syncfs and self._syncfs is None:
+            raise ValueError("syncfs(2) is not available here")
 
     def prepare(self) -> int:
         """Create the folder and its temp folder; remove temp files a killed run left. Returns how many."""
@@ -105,13 +112,17 @@ class MediaFolder:
         return target
 
     def place_all(self, placements: list[tuple[Spool, str]]) -> list[OSError | MediaError | None]:
-        """In a worker thread: each download into its temp file, fsynced, renamed to its
-        final name; then the folders whose entries changed are fsynced, so every file
-        placed without error is durable under its name. One result per placement: None,
+        """In a worker thread: each download into its temp file, then every temp file made
+        durable, renamed to its final name, and the renames made durable: every file
+        placed without error is on disk under its name. One result per placement: None,
         or the error that stopped it (its temp file is removed).
 
-        Every file of the batch is written before the first fsync: on journalling file
-        systems that one commit carries most of the others' data, so the rest are cheap."""
+        With syncfs, durable means one syncfs(2) after the writes and one after the
+        renames: fsyncs cost ~1.4 ms a file in a demo run, as each is a system call after
+        which this thread waits for the GIL (the event loop holds it), and a journal
+        commit; the whole media phase took ~17% less time. Without it, every file of the
+        batch is written before the first fsync: on journalling file systems that one
+        commit carries most of the others' data, so the rest are cheap."""
         results: list[OSError | MediaError | None] = [None] * len(placements)
 
         def each(step: Callable[[Spool, str], object]) -> None:
@@ -122,18 +133,45 @@ class MediaFolder:
                     except (OSError, MediaError) as exc:
                         results[index] = exc
 
-        changed: set[Path] = set()
-        each(self._write_out)
-        each(lambda spool, _: spool.sync())
-        each(lambda spool, relative: changed.update(self._rename(spool, relative)))
-        for (spool, _), result in zip(placements, results):
-            if result is not None:
-                spool.discard()
-        try:
-            self._sync_dirs(changed)
+        try:  # opened before the writes: syncfs reports write-back errors since then
+            file_system = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY) if self._syncfs else None
         except OSError as exc:
-            return [result or exc for result in results]
-        return results
+            for spool, _ in placements:
+                spool.discard()
+            return [exc] * len(placements)
+        try:
+            changed: set[Path] = set()
+            each(self._write_out)
+            if file_system is None:
+                each(lambda spool, _: spool.sync())
+            else:
+                each(lambda spool, _: spool.close())
+                self._sync_all(file_system, results)
+            each(lambda spool, relative: changed.update(self._rename(spool, relative)))
+            for (spool, _), result in zip(placements, results):
+                if result is not None:
+                    spool.discard()
+            try:
+                self._sync_dirs(changed) if file_system is None else self._syncfs_or_raise(file_system)
+            except OSError as exc:
+                return [result or exc for result in results]
+            return results
+        finally:
+            if file_system is not None:
+                os.close(file_system)
+
+    def _sync_all(self, file_system: int, results: list[OSError | MediaError | None]) -> None:
+        """After the writes: a failed syncfs fails every file not failed yet (it cannot say which)."""
+        try:
+            self._syncfs_or_raise(file_system)
+        except OSError as exc:
+            results[:] = [result or exc for result in results]
+
+    def _syncfs_or_raise(self, file_system: int) -> None:
+        assert self._syncfs is not None
+        if self._syncfs(file_system) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"syncfs: {os.strerror(error)}", str(self.root))
 
     def _write_out(self, spool: Spool, relative: str) -> None:
         self.resolve(relative)  # a name that would escape is refused before anything is written
@@ -171,6 +209,18 @@ class MediaFolder:
                 os.close(descriptor)
 
 
+def _load_syncfs() -> Callable[[int], int] | None:
+    """glibc's syncfs(2) (Linux), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        syncfs = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    syncfs.argtypes, syncfs.restype = [ctypes.c_int], ctypes.c_int
+    return syncfs
+
+
 def disk_error(exc: OSError, where: Path | str) -> DiskError:
     reason = exc.strerror or type(exc).__name__
     return DiskError(f"{exc.filename or where}: cannot write media: {reason}")
@@ -205,7 +255,7 @@ class Spool:
         self._memory = io.BytesIO()
 
     # In a worker thread, with bare os calls (each system call here is a GIL hand-off with
-    # the busy event loop): write_out, then sync (which closes the file), then the rename.
+    # the busy event loop): write_out, then sync or close, then the rename.
 
     def write_out(self) -> None:
         """The bytes into the temp file, left open for ``sync``."""
@@ -221,9 +271,9 @@ class Spool:
 
     def sync(self) -> None:
         os.fsync(self._file.fileno() if self._file is not None else self._descriptor)
-        self._close()
+        self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
         if self._descriptor is not None:
@@ -231,7 +281,7 @@ class Spool:
             os.close(descriptor)
 
     def discard(self) -> None:
-        self._close()
+        self.close()
         self._memory = io.BytesIO()
         self.temp.unlink(missing_ok=True)
 

@@ -405,8 +405,16 @@ async def test_killed_during_downloads_leaves_no_partial_file_and_the_next_run_c
     assert rows(settings, "SELECT status FROM runs ORDER BY started_at")[0][0] == "running", "the killed run"
 
 
-def test_a_batch_places_what_it_can_and_reports_each_failure(tmp_path):
-    folder = mediafiles.MediaFolder(tmp_path / "media")
+@pytest.mark.parametrize(
+    "syncfs",
+    [
+        pytest.param(True, marks=pytest.mark.skipif(mediafiles._load_syncfs() is None, reason="no syncfs(2) here")),
+        False,
+    ],
+    ids=["syncfs", "fsync-per-file"],
+)
+def test_a_batch_places_what_it_can_and_reports_each_failure(tmp_path, syncfs):
+    folder = mediafiles.MediaFolder(tmp_path / "media", syncfs=syncfs)
     folder.prepare()
     (tmp_path / "media" / "recordings").mkdir()
     (tmp_path / "media" / "recordings" / "2026").write_text("a file where a folder should be")
