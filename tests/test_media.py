@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import shutil
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -440,3 +441,19 @@ def test_a_batch_places_what_it_can_and_reports_each_failure(tmp_path, syncfs):
     assert (day / "c.mp3").read_bytes() == b"spilled to its temp file"
     assert not (tmp_path / "outside.mp3").exists()
     assert list((tmp_path / "media" / ".tmp").iterdir()) == []  # failed ones leave no temp file
+
+
+@pytest.mark.skipif(mediafiles._load_syncfs() is None, reason="no syncfs(2) here")
+def test_a_batch_whose_media_folder_is_gone_fails_file_by_file(tmp_path):
+    folder = mediafiles.MediaFolder(tmp_path / "media", syncfs=True)
+    folder.prepare()
+    spools = [mediafiles.Spool(folder.new_temp(), 1 << 20) for _ in range(2)]
+    for spool in spools:
+        spool.write(b"ID3")
+    shutil.rmtree(tmp_path / "media")
+
+    results = folder.place_all([(spools[0], "recordings/2026/01/02/a.mp3"), (spools[1], "recordings/2026/01/02/b.mp3")])
+
+    assert [type(result) for result in results] == [FileNotFoundError, FileNotFoundError]
+    assert not (tmp_path / "media").exists()
+
