@@ -74,8 +74,8 @@ FLUSH_INTERVAL_S = 0.5
 FLUSH_ITEMS = 500
 SPOOL_BYTES = 1 << 20
 # One file thread: two created and renamed files in the same folders at once, and the
-# kernel spun on the folders' locks (perf: rwsem_spin_on_owner); the demo used ~12%
-# less CPU with one (35 CPU-s against 40, 5 alternating runs), and no more time.
+# kernel spun on the folders' locks (perf: rwsem_spin_on_owner); a demo-sized media run
+# used ~12% less CPU with one (35 CPU-s against 40, 5 alternating runs), in no more time.
 PLACERS = 1
 PLACE_BATCH = 64
 PLACE_BATCH_BYTES = 4 << 20

@@ -118,9 +118,8 @@ class MediaFolder:
         or the error that stopped it (its temp file is removed).
 
         With syncfs, durable means one syncfs(2) after the writes and one after the
-        renames: fsyncs cost ~1.4 ms a file in a demo run, as each is a system call after
-        which this thread waits for the GIL (the event loop holds it), and a journal
-        commit; the whole media phase took ~17% less time. Without it, every file of the
+        renames: an fsync cost ~1.4 ms a file in a demo-sized media run (a journal commit
+        each), and that run took ~15% less time side by side. Without it, every file of the
         batch is written before the first fsync: on journalling file systems that one
         commit carries most of the others' data, so the rest are cheap."""
         results: list[OSError | MediaError | None] = [None] * len(placements)
