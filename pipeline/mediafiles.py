@@ -62,7 +62,7 @@ class MediaFolder:
         self._real_dirs: dict[str, str] = {}
         self._counter = 0
         self._pid = os.getpid()
-        self._syncfs = _load_syncfs() if syncfs is None or syncfs else None
+        self._syncfs = None if syncfs is False else _load_syncfs()
         if syncfs and self._syncfs is None:
             raise ValueError("syncfs(2) is not available here")
 
@@ -151,7 +151,10 @@ class MediaFolder:
                 if result is not None:
                     spool.discard()
             try:
-                self._sync_dirs(changed) if file_system is None else self._syncfs_or_raise(file_system)
+                if file_system is None:
+                    self._sync_dirs(changed)
+                else:
+                    self._syncfs_or_raise(file_system)
             except OSError as exc:
                 return [result or exc for result in results]
             return results
