@@ -44,6 +44,7 @@ from pipeline.errors import (
 from pipeline.models import (
     CALL,
     CALLS_PAGE,
+    PAGE_HEAD,
     RAW_PAGE,
     Call,
     Flow,
@@ -152,6 +153,24 @@ class CallTrackingClient:
         campaign_id: str | None = None,
         outcome: str | None = None,
     ) -> CallListing:
+        body = await self.calls_page(
+            start_date, end_date, page=page, per_page=per_page, number_id=number_id, campaign_id=campaign_id, outcome=outcome
+        )
+        return parse_calls_page(body)
+
+    async def calls_page(
+        self,
+        start_date: date | None = None,
+        end_date: date | None = None,
+        *,
+        page: int = 1,
+        per_page: int = 100,
+        number_id: str | None = None,
+        campaign_id: str | None = None,
+        outcome: str | None = None,
+    ) -> bytes:
+        """One page of the calls listing as the raw JSON body: ``list_calls`` parsed, or many
+        pages read at once with ``columns.read_listings``."""
         params = _drop_none(
             start_date=start_date.isoformat() if start_date else None,
             end_date=end_date.isoformat() if end_date else None,
@@ -161,8 +180,7 @@ class CallTrackingClient:
             page=page,
             per_page=per_page,
         )
-        body = await self._get_bytes("/calls", params)
-        return parse_calls_page(body)
+        return await self._get_bytes("/calls", params)
 
     async def list_numbers(self, *, page: int = 1, per_page: int = 100) -> NumbersPage:
         body = await self._get_bytes("/numbers", {"page": page, "per_page": per_page})
@@ -399,6 +417,14 @@ def parse_calls_page(body: bytes) -> CallListing:
             raw = json.dumps(record, sort_keys=True, default=str)
             rejected.append(Rejected("call", str(record_id) if record_id is not None else None, raw, _first_error(exc)))
     return CallListing(calls, rejected, raw_page.meta)
+
+
+def parse_page_meta(body: bytes) -> PageMeta:
+    """Only a calls listing's ``meta``; its records are skipped, not built."""
+    try:
+        return PAGE_HEAD.validate_json(body).get("meta") or PageMeta()
+    except ValidationError as exc:
+        raise RetryableApiError(f"malformed calls listing: {_first_error(exc)}") from None
 
 
 def parse_retry_after(value: str | None) -> float | None:
