@@ -1,8 +1,9 @@
 """Date windows -> verified, deduplicated pages of calls. Knows nothing of DuckDB.
 
-Each page becomes an Arrow table as it arrives (see ``columns``): a window in
-flight holds its calls in a third of the memory the parsed dicts took, which keeps
-a backfill's peak memory flat when days hold thousands of calls.
+A window's pages are kept as the bytes that arrived until the last is in, then read
+into one Arrow table together (``columns.read_listings``): no Python object per call
+on the common path, and only the first page's ``meta`` is parsed on its own, to know
+how many pages to ask for.
 
 A window is verified when every page reported the same ``meta.total`` and the
 distinct ids fetched (valid or rejected) add up to it. Anything else means the
@@ -16,13 +17,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Iterable
 
 import pyarrow as pa
 
-from pipeline.client import CallTrackingClient, Rejected
+from pipeline.client import CallTrackingClient, Rejected, parse_page_meta
 from pipeline.errors import WindowNotConvergedError
-from pipeline.columns import CALL_SCHEMA, calls_to_arrow, last_row_per_id
+from pipeline.columns import Listings, last_row_per_id, read_listings
 
 log = logging.getLogger("callsync.extract")
 
@@ -52,14 +52,6 @@ class CallFilters:
         return "&".join(f"{name}={value}" for name, value in self.__dict__.items() if value)
 
 
-@dataclass(frozen=True)
-class Page:
-    calls: pa.Table
-    rejected: list[Rejected]
-    total: int
-    per_page: int | None
-
-
 @dataclass
 class FetchedWindow:
     window: Window
@@ -79,34 +71,37 @@ class WindowFetcher:
     end_inclusive: bool = True
 
     async def fetch(self, window: Window) -> FetchedWindow:
-        seen: list[Page] = []
+        seen: list[bytes] = []
         for attempt in range(self.max_tries):
-            pages = await self._fetch_pages(window)
-            seen.extend(pages)
-            totals = {page.total for page in pages}
-            calls, rejected = deduplicate(pages)
-            if len(totals) == 1 and calls.num_rows + len(rejected) == pages[0].total:
-                return FetchedWindow(window, calls, rejected, pages[0].total, len(pages), attempt)
+            bodies = await self._fetch_pages(window)
+            seen.extend(bodies)
+            listings = read_listings(bodies)
+            totals = {meta.total for meta in listings.metas}
+            calls, rejected = deduplicate(listings)
+            if len(totals) == 1 and calls.num_rows + len(rejected) == listings.metas[0].total:
+                return FetchedWindow(window, calls, rejected, listings.metas[0].total, len(bodies), attempt)
             # Late-ingested calls only shift pages forward: what one pass skipped at a page
             # boundary another pass finds. Once the union of all passes holds as many ids
             # as the newest total, the window is complete.
-            calls, rejected = deduplicate(seen)
+            calls, rejected = deduplicate(read_listings(seen))
             newest_total = max(totals)
             if calls.num_rows + len(rejected) == newest_total:
-                return FetchedWindow(window, calls, rejected, newest_total, len(pages), attempt + 1)
+                return FetchedWindow(window, calls, rejected, newest_total, len(bodies), attempt + 1)
             log.info("window moved while paging, fetching again", extra={"event": "window_drift", "window": str(window)})
         raise WindowNotConvergedError(f"window {window}: data kept moving while paging ({self.max_tries} tries)")
 
-    async def _fetch_pages(self, window: Window) -> list[Page]:
+    async def _fetch_pages(self, window: Window) -> list[bytes]:
+        """The window's pages as raw bodies: they are read into Arrow together, once all are in."""
         first = await self._page(window, 1)
-        page_count = pages_for(first.total, first.per_page or first.calls.num_rows)
-        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, page_count + 1)))
+        meta = parse_page_meta(first)
+        per_page = meta.per_page or read_listings([first]).calls.num_rows
+        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, pages_for(meta.total, per_page) + 1)))
         return [first, *rest]
 
-    async def _page(self, window: Window, page: int) -> Page:
+    async def _page(self, window: Window, page: int) -> bytes:
         # With an exclusive end_date the server would miss the window's last day.
         end = window.end if self.end_inclusive else window.end + timedelta(days=1)
-        listing = await self.client.list_calls(
+        return await self.client.calls_page(
             window.start,
             end,
             page=page,
@@ -115,21 +110,18 @@ class WindowFetcher:
             campaign_id=self.filters.campaign_id,
             outcome=self.filters.outcome,
         )
-        return Page(calls_to_arrow(listing.calls), listing.rejected, listing.meta.total, listing.meta.per_page)
 
 
 def pages_for(total: int, per_page: int) -> int:
     return max(1, -(-total // max(1, per_page)))
 
 
-def deduplicate(pages: Iterable[Page]) -> tuple[pa.Table, list[Rejected]]:
+def deduplicate(listings: Listings) -> tuple[pa.Table, list[Rejected]]:
     """Order is not promised and pages may overlap: keep one record per id (the last seen)."""
-    pages = list(pages)
-    calls = last_row_per_id(pa.concat_tables([page.calls for page in pages]) if pages else CALL_SCHEMA.empty_table())
+    calls = last_row_per_id(listings.calls)
     rejected: dict[str, Rejected] = {}
-    for page in pages:
-        for record in page.rejected:
-            rejected[record.record_id or record.raw_json] = record
+    for record in listings.rejected:
+        rejected[record.record_id or record.raw_json] = record
     if rejected:  # a record valid on one page wins over its rejected copy on another
         for call_id in rejected.keys() & set(calls.column("id").to_pylist()):
             del rejected[call_id]
