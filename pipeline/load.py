@@ -37,6 +37,8 @@ WRITER_THREADS = 1
 # Once a run has stored this many calls, its checkpoints skip DuckDB's vacuum (see Writer).
 # A cron sync of the lookback days stores far fewer.
 VACUUM_BELOW_ROWS = 50_000
+# The writer lets go of the file (see Writer) after this many rows, if hold_s has not come first.
+MAX_HELD_ROWS = 40_000
 LOCK_RETRY_S = 0.05
 
 def sql_dir() -> Path:
@@ -334,6 +336,7 @@ class Writer:
         max_pending_rows: int = 20_000,
         memory_limit: str | None = None,
         hold_s: float = 1.0,
+        max_held_rows: int = MAX_HELD_ROWS,
         reader_gap_s: float = 0.25,
         vacuum_below_rows: int = VACUUM_BELOW_ROWS,
     ):
@@ -344,9 +347,11 @@ class Writer:
         self.max_pending_rows = max_pending_rows
         self.memory_limit = memory_limit
         self.hold_s = hold_s
+        self.max_held_rows = max_held_rows
         self.reader_gap_s = reader_gap_s
         self.vacuum_below_rows = vacuum_below_rows
         self._rows_stored = 0
+        self._rows_held = 0  # committed since the file was taken: in DuckDB's memory until let go
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._opened_at = 0.0
         self._released_at = 0.0
@@ -455,12 +460,15 @@ class Writer:
                     if isinstance(run[0], WindowBatch)
                     else [self._run_one(conn, work) for work in run]
                 )
-            if self._closing or time.monotonic() - self._opened_at >= self.hold_s:
+            if self._closing or self._held_enough():
                 self._release()
         except BaseException as exc:  # opening or closing failed: every unfinished item fails with it
             self._failure = self._failure or _as_store_error(exc)
             results.extend((False, self._failure) for _ in works[len(results):])
         return results
+
+    def _held_enough(self) -> bool:
+        return self._rows_held >= self.max_held_rows or time.monotonic() - self._opened_at >= self.hold_s
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._conn is None:
@@ -479,6 +487,7 @@ class Writer:
     def _release(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
+            self._rows_held = 0
             self._released_at = time.monotonic()
             if self._rows_stored >= self.vacuum_below_rows:
                 conn.execute("SET max_vacuum_tasks = 0")  # for the checkpoint that closing makes
@@ -490,7 +499,9 @@ class Writer:
         ok, value = outcome
         if not ok:
             return [outcome] * len(batches)
-        self._rows_stored += sum(batch.calls.num_rows for batch in batches)
+        rows = sum(batch.calls.num_rows for batch in batches)
+        self._rows_stored += rows
+        self._rows_held += rows
         return [(True, counts) for counts in value]
 
     def _run_one(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[bool, Any]:

@@ -289,13 +289,33 @@ async def test_checkpoints_stop_merging_row_groups_once_a_run_is_big(tmp_path, v
     store = load.Store(tmp_path / "v.duckdb")
     store.migrate()
     writer = load.Writer(store, "run", commit_interval_s=0, hold_s=0, reader_gap_s=0, vacuum_below_rows=vacuum_below_rows)
+    await commit_four_windows_of_fifty_calls(writer)
+    assert scalar(store.path, "SELECT count(*) FROM calls") == 200
+    assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
+
+
+@pytest.mark.parametrize(("max_held_rows", "row_groups"), [(10_000, 1), (100, 2)])
+async def test_the_writer_lets_go_of_the_file_once_it_holds_max_held_rows(tmp_path, max_held_rows, row_groups):
+    # Committed rows stay in DuckDB's memory until a checkpoint, and letting go of the file
+    # checkpoints. With hold_s of an hour, only max_held_rows makes the writer let go before
+    # it closes; without the vacuum, each letting go leaves its rows as a row group.
+    store = load.Store(tmp_path / "h.duckdb")
+    store.migrate()
+    writer = load.Writer(
+        store, "run", commit_interval_s=0, hold_s=3600, max_held_rows=max_held_rows, reader_gap_s=0, vacuum_below_rows=0
+    )
+    await commit_four_windows_of_fifty_calls(writer)
+    assert scalar(store.path, "SELECT count(*) FROM calls") == 200
+    assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
+
+
+async def commit_four_windows_of_fifty_calls(writer: load.Writer) -> None:
+    """Each window committed on its own, before the next is submitted."""
     async with writer:
         for day in range(1, 5):
             calls = [{"id": f"call_{day}_{n}", "started_at": datetime(2026, 5, day, n // 60, n % 60, tzinfo=timezone.utc)} for n in range(50)]
             window = load.WindowBatch("", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([]))
             await (await writer.submit_window(window))
-    assert scalar(store.path, "SELECT count(*) FROM calls") == 200
-    assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
 
 
 def test_a_call_seen_twice_keeps_the_row_seen_last():
