@@ -44,7 +44,6 @@ from pipeline.errors import (
 from pipeline.models import (
     CALL,
     CALLS_PAGE,
-    PAGE_HEAD,
     RAW_PAGE,
     Call,
     Flow,
@@ -417,14 +416,6 @@ def parse_calls_page(body: bytes) -> CallListing:
             raw = json.dumps(record, sort_keys=True, default=str)
             rejected.append(Rejected("call", str(record_id) if record_id is not None else None, raw, _first_error(exc)))
     return CallListing(calls, rejected, raw_page.meta)
-
-
-def parse_page_meta(body: bytes) -> PageMeta:
-    """Only a calls listing's ``meta``; its records are skipped, not built."""
-    try:
-        return PAGE_HEAD.validate_json(body).get("meta") or PageMeta()
-    except ValidationError as exc:
-        raise RetryableApiError(f"malformed calls listing: {_first_error(exc)}") from None
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -83,6 +83,16 @@ def read_listings(bodies: Sequence[bytes]) -> Listings:
     return _read_plain(bodies) or _read_validated(bodies)
 
 
+def concat_listings(parts: Sequence[Listings]) -> Listings:
+    if len(parts) == 1:
+        return parts[0]
+    return Listings(
+        pa.concat_tables([part.calls for part in parts]) if parts else CALL_SCHEMA.empty_table(),
+        [record for part in parts for record in part.rejected],
+        [meta for part in parts for meta in part.metas],
+    )
+
+
 def _read_validated(bodies: Sequence[bytes]) -> Listings:
     listings = [parse_calls_page(body) for body in bodies]
     return Listings(

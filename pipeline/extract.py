@@ -1,9 +1,7 @@
 """Date windows -> verified, deduplicated pages of calls. Knows nothing of DuckDB.
 
-A window's pages are kept as the bytes that arrived until the last is in, then read
-into one Arrow table together (``columns.read_listings``): no Python object per call
-on the common path, and only the first page's ``meta`` is parsed on its own, to know
-how many pages to ask for.
+Pages become Arrow tables straight from their bytes (``columns.read_listings``): the
+first as it arrives, the rest of a window together once all are in.
 
 A window is verified when every page reported the same ``meta.total`` and the
 distinct ids fetched (valid or rejected) add up to it. Anything else means the
@@ -17,12 +15,13 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from typing import Sequence
 
 import pyarrow as pa
 
-from pipeline.client import CallTrackingClient, Rejected, parse_page_meta
+from pipeline.client import CallTrackingClient, Rejected
 from pipeline.errors import WindowNotConvergedError
-from pipeline.columns import Listings, last_row_per_id, read_listings
+from pipeline.columns import Listings, concat_listings, last_row_per_id, read_listings
 
 log = logging.getLogger("callsync.extract")
 
@@ -71,32 +70,33 @@ class WindowFetcher:
     end_inclusive: bool = True
 
     async def fetch(self, window: Window) -> FetchedWindow:
-        seen: list[bytes] = []
+        passes: list[Listings] = []
         for attempt in range(self.max_tries):
-            bodies = await self._fetch_pages(window)
-            seen.extend(bodies)
-            listings = read_listings(bodies)
+            listings = await self._fetch_pages(window)
+            passes.append(listings)
             totals = {meta.total for meta in listings.metas}
-            calls, rejected = deduplicate(listings)
+            calls, rejected = deduplicate([listings])
             if len(totals) == 1 and calls.num_rows + len(rejected) == listings.metas[0].total:
-                return FetchedWindow(window, calls, rejected, listings.metas[0].total, len(bodies), attempt)
+                return FetchedWindow(window, calls, rejected, listings.metas[0].total, len(listings.metas), attempt)
             # Late-ingested calls only shift pages forward: what one pass skipped at a page
             # boundary another pass finds. Once the union of all passes holds as many ids
             # as the newest total, the window is complete.
-            calls, rejected = deduplicate(read_listings(seen))
+            calls, rejected = deduplicate(passes)
             newest_total = max(totals)
             if calls.num_rows + len(rejected) == newest_total:
-                return FetchedWindow(window, calls, rejected, newest_total, len(bodies), attempt + 1)
+                return FetchedWindow(window, calls, rejected, newest_total, len(listings.metas), attempt + 1)
             log.info("window moved while paging, fetching again", extra={"event": "window_drift", "window": str(window)})
         raise WindowNotConvergedError(f"window {window}: data kept moving while paging ({self.max_tries} tries)")
 
-    async def _fetch_pages(self, window: Window) -> list[bytes]:
-        """The window's pages as raw bodies: they are read into Arrow together, once all are in."""
-        first = await self._page(window, 1)
-        meta = parse_page_meta(first)
-        per_page = meta.per_page or read_listings([first]).calls.num_rows
-        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, pages_for(meta.total, per_page) + 1)))
-        return [first, *rest]
+    async def _fetch_pages(self, window: Window) -> Listings:
+        """The first page is read as it arrives: its meta says how many follow. The others
+        are kept as bytes and read together once all are in, as one read of many pages
+        costs far less than many reads of one."""
+        first = read_listings([await self._page(window, 1)])
+        meta = first.metas[0]
+        page_count = pages_for(meta.total, meta.per_page or first.calls.num_rows)
+        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, page_count + 1)))
+        return concat_listings([first, read_listings(rest)]) if rest else first
 
     async def _page(self, window: Window, page: int) -> bytes:
         # With an exclusive end_date the server would miss the window's last day.
@@ -116,8 +116,9 @@ def pages_for(total: int, per_page: int) -> int:
     return max(1, -(-total // max(1, per_page)))
 
 
-def deduplicate(listings: Listings) -> tuple[pa.Table, list[Rejected]]:
+def deduplicate(passes: Sequence[Listings]) -> tuple[pa.Table, list[Rejected]]:
     """Order is not promised and pages may overlap: keep one record per id (the last seen)."""
+    listings = concat_listings(passes)
     calls = last_row_per_id(listings.calls)
     rejected: dict[str, Rejected] = {}
     for record in listings.rejected:

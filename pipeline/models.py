@@ -56,12 +56,6 @@ class CallsPage(TypedDict):
     meta: NotRequired[PageMeta]
 
 
-class PageHead(TypedDict):
-    """A listing's ``meta`` alone: its records are skipped while parsing, never built."""
-
-    meta: NotRequired[PageMeta]
-
-
 class RawPage(BaseModel):
     """The slow path, for a body with a bad record: records kept as plain JSON."""
 
@@ -127,6 +121,5 @@ def _maybe_datetime(value: Any) -> datetime | None:
 
 
 CALLS_PAGE = TypeAdapter(CallsPage)
-PAGE_HEAD = TypeAdapter(PageHead)
 RAW_PAGE = TypeAdapter(RawPage)
 CALL = TypeAdapter(Call)
