@@ -25,6 +25,9 @@ class PageMeta(BaseModel):
     total: int = 0
 
 
+MAX_INTEGER = 2**31 - 1
+
+
 @with_config(ConfigDict(extra="allow"))
 class Call(TypedDict):
     """A call, as a plain dict: validated straight from the page's JSON bytes and handed to
@@ -33,7 +36,7 @@ class Call(TypedDict):
     id: Annotated[str, StringConstraints(min_length=1)]
     tracking_number: NotRequired[str | None]
     caller_number: NotRequired[str | None]
-    duration_seconds: NotRequired[Annotated[int, Field(ge=0)] | None]
+    duration_seconds: NotRequired[Annotated[int, Field(ge=0, le=MAX_INTEGER)] | None]  # calls.duration_seconds is an INTEGER
     outcome: NotRequired[str | None]
     campaign_id: NotRequired[str | None]
     affiliate_id: NotRequired[str | None]

@@ -55,6 +55,7 @@ PLAIN = {
         body(record("call_1", started_at="2026-03-15T14:22:00+05:30"), record("call_2", started_at="2026-03-15T14:22:00.123456-08:00"))
     ],
     "pretty-printed": [body(record("call_1"), indent=2), body(record("call_2"), indent=2)],
+    "a newline after the body": [body(record("call_1")) + b"\n", body(record("call_2")) + b"\r\n"],
     "escapes and non-ASCII": [body(record("call_\u00e9", caller_city="Cura\\u00e7ao \u2603"))],
     "keys beyond data and meta": [body(record(), links={"next": None})],
     "meta beyond the reference": [json.dumps({"data": [record()], "meta": {"total": 1, "per_page": 100, "total_pages": 1}}).encode()],
@@ -77,6 +78,7 @@ ODD = {
     "empty id": [body(record(""))],
     "numeric id": [body(record(123))],
     "negative duration": [body(record(duration_seconds=-1))],
+    "duration beyond a 32-bit INTEGER": [body(record(duration_seconds=2**31))],
     "duration as a string": [body(record(duration_seconds="42"))],
     "duration with a fraction": [body(record(duration_seconds=42.0))],
     "boolean outcome": [body(record(outcome=True))],
@@ -112,6 +114,12 @@ def test_a_bad_record_is_rejected_with_its_raw_payload_and_its_page_kept():
     assert read.calls.column("id").to_pylist() == ["call_1"]
     [rejected] = read.rejected
     assert (rejected.record_id, json.loads(rejected.raw_json)["started_at"]) == ("call_2", "2026-03-15T14:22:00")
+
+
+def test_a_duration_too_big_to_store_is_rejected_not_a_crash():
+    read = columns.read_listings([body(record("call_1"), record("call_2", duration_seconds=2**31))])
+    assert read.calls.column("id").to_pylist() == ["call_1"]
+    assert [record.record_id for record in read.rejected] == ["call_2"]
 
 
 def test_unknown_fields_are_kept_as_json():
