@@ -141,21 +141,9 @@ class CallTrackingClient:
 
     # --- endpoints -------------------------------------------------------------
 
-    async def list_calls(
-        self,
-        start_date: date | None = None,
-        end_date: date | None = None,
-        *,
-        page: int = 1,
-        per_page: int = 100,
-        number_id: str | None = None,
-        campaign_id: str | None = None,
-        outcome: str | None = None,
-    ) -> CallListing:
-        body = await self.calls_page(
-            start_date, end_date, page=page, per_page=per_page, number_id=number_id, campaign_id=campaign_id, outcome=outcome
-        )
-        return parse_calls_page(body)
+    async def list_calls(self, *args: Any, **kwargs: Any) -> CallListing:
+        """One page of the calls listing, parsed: the arguments of ``calls_page``."""
+        return parse_calls_page(await self.calls_page(*args, **kwargs))
 
     async def calls_page(
         self,
@@ -168,8 +156,8 @@ class CallTrackingClient:
         campaign_id: str | None = None,
         outcome: str | None = None,
     ) -> bytes:
-        """One page of the calls listing as the raw JSON body: ``list_calls`` parsed, or many
-        pages read at once with ``columns.read_listings``."""
+        """One page of the calls listing as the raw JSON body, for ``list_calls`` to parse
+        or for ``columns.read_listings`` to read with others."""
         params = _drop_none(
             start_date=start_date.isoformat() if start_date else None,
             end_date=end_date.isoformat() if end_date else None,
