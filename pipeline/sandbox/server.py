@@ -102,23 +102,40 @@ def _inject_faults(host: str, ctx: _Context):
         faults = ctx.faults
         if _is_admin(request):
             return await handler(request)
-        if faults.latency_ms:
-            await asyncio.sleep(faults.latency_ms / 1000)
+        # The latency is the API's whole answer time: each answer is made at once and held
+        # until then. Made after the wait, the answers to a burst of requests queued behind
+        # each other's work on top of it, as on no API with more than one worker.
+        answer_at = time.monotonic() + faults.latency_ms / 1000
         if host == "api":  # per-token limits; the storage host has no tokens
             token = bearer_token(request.headers.get("Authorization"))
             wait = ctx.limiter.retry_after(token, faults.rate_limit, faults.rate_burst, time.monotonic())
             if wait is not None:
+                await _until(answer_at)
                 return _json({"error": "rate_limited", "message": "too many requests", "retry_after": wait},
                              429, {"Retry-After": retry_after_header(wait)})
         if faults.drop_rate and ctx.rng.random() < faults.drop_rate:
+            await _until(answer_at)
             if request.transport is not None:
                 request.transport.abort()
             raise asyncio.CancelledError()  # aiohttp treats this as the client going away: no response
         if faults.error_rate and ctx.rng.random() < faults.error_rate:
-            return _server_error(ctx.rng)
-        return await handler(request)
+            response = _server_error(ctx.rng)
+        else:
+            try:
+                response = await handler(request)
+            except web.HTTPException:  # a redirect (errors are responses by now)
+                await _until(answer_at)
+                raise
+        await _until(answer_at)
+        return response
 
     return inject_faults
+
+
+async def _until(moment: float) -> None:
+    delay = moment - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
 
 
 def _server_error(rng: random.Random) -> web.Response:
