@@ -186,7 +186,7 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 @click.option("--seed", default=42, show_default=True, help="Same seed, same data.")
 @click.option("--calls", default=20_000, show_default=True, help="Calls to generate.")
 @click.option("--days", default=60, show_default=True, help="Spread over the last DAYS days (UTC).")
-@click.option("--latency-ms", default=0.0, show_default=True, help="Added to every request.")
+@click.option("--latency-ms", default=0.0, show_default=True, help="Every answer's time, the sandbox's own work included.")
 @click.option("--error-rate", default=0.0, show_default=True, help="Fraction answered 500/502/503.")
 @click.option("--drop-rate", default=0.0, show_default=True, help="Fraction whose connection is dropped.")
 @click.option("--rate-limit", type=float, help="Requests per second per token; over it: 429 + Retry-After.")
