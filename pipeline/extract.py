@@ -25,6 +25,10 @@ from pipeline.columns import Listings, concat_listings, last_row_per_id, read_li
 
 log = logging.getLogger("callsync.extract")
 
+# Pages of a window read into Arrow in one go. It bounds the bytes a dense window holds
+# (~50 KB a page) while its pages arrive; one read of 1 page costs ~0.25 ms more than its rows.
+READ_TOGETHER = 32
+
 
 @dataclass(frozen=True)
 class Window:
@@ -90,13 +94,16 @@ class WindowFetcher:
 
     async def _fetch_pages(self, window: Window) -> Listings:
         """The first page is read as it arrives: its meta says how many follow. The others
-        are kept as bytes and read together once all are in, as one read of many pages
-        costs far less than many reads of one."""
+        are kept as bytes and read READ_TOGETHER at a time once those are in, as one read
+        of many pages costs far less than many reads of one."""
         first = read_listings([await self._page(window, 1)])
         meta = first.metas[0]
-        page_count = pages_for(meta.total, meta.per_page or first.calls.num_rows)
-        rest = await asyncio.gather(*(self._page(window, page) for page in range(2, page_count + 1)))
-        return concat_listings([first, read_listings(rest)]) if rest else first
+        pages = range(2, pages_for(meta.total, meta.per_page or first.calls.num_rows) + 1)
+        parts = [pages[start : start + READ_TOGETHER] for start in range(0, len(pages), READ_TOGETHER)]
+        return concat_listings([first, *await asyncio.gather(*(self._read_pages(window, part) for part in parts))])
+
+    async def _read_pages(self, window: Window, pages: range) -> Listings:
+        return read_listings(await asyncio.gather(*(self._page(window, page) for page in pages)))
 
     async def _page(self, window: Window, page: int) -> bytes:
         # With an exclusive end_date the server would miss the window's last day.

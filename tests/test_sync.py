@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from pipeline import columns, load, sync
-from pipeline.extract import CallFilters
+from pipeline.extract import READ_TOGETHER, CallFilters
 from pipeline.sandbox import SandboxData
 from tests.dbcheck import assert_same_calls, scalar, stored_calls
 
@@ -99,6 +99,15 @@ async def test_drift_while_paging_loses_and_duplicates_nothing(sandbox, make_set
     summary = await sync.backfill(settings, first_day(data), data.today, with_media=False)
     assert summary.status == "ok" and summary.refetches > 0
     sandbox.faults.drift_rate = 0
+    assert_same_calls(settings.database.path, data)
+
+
+async def test_a_window_of_more_pages_than_are_read_together_is_copied_exactly(sandbox, make_settings):
+    # 2 calls a page: a day of ~150 calls is more than 2 x READ_TOGETHER pages.
+    settings = make_settings(sandbox.base_url, sync={"per_page": 2})
+    data = sandbox.data
+    summary = await sync.backfill(settings, first_day(data), data.today, with_media=False)
+    assert summary.status == "ok" and summary.requests > 10 * (2 * READ_TOGETHER + 1)
     assert_same_calls(settings.database.path, data)
 
 
