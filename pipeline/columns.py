@@ -95,17 +95,26 @@ def concat_listings(parts: Sequence[Listings]) -> Listings:
 
 def _read_validated(bodies: Sequence[bytes]) -> Listings:
     listings = [parse_calls_page(body) for body in bodies]
+    tables = [calls_to_arrow(listing.calls) for listing in listings]
     return Listings(
-        pa.concat_tables([calls_to_arrow(listing.calls) for listing in listings]) if listings else CALL_SCHEMA.empty_table(),
+        pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table(),
         [record for listing in listings for record in listing.rejected],
         [listing.meta for listing in listings],
     )
 
 
-_PLAIN_CALL = pa.struct([field.with_type(pa.string()) if field.name == "started_at" else field for field in CALL_SCHEMA if field.name != "extra"])
+# started_at is read as text: Arrow would take a time without a zone as UTC, pydantic rejects it.
+_PLAIN_CALL = pa.struct(
+    [
+        field.with_type(pa.string()) if field.name == "started_at" else field
+        for field in CALL_SCHEMA
+        if field.name != "extra"
+    ]
+)
 _META = pa.struct([("page", pa.int64()), ("per_page", pa.int64()), ("total", pa.int64())])
 _PLAIN_PARSE = {
-    # "infer": unknown fields are read and then noticed (below), rather than failing the read
+    # "infer": unknown keys do not fail the read. Beside the records (meta's, the page's)
+    # they are harmless; in a record they send the pages to pydantic (below).
     multiline: pa_json.ParseOptions(
         explicit_schema=pa.schema([("data", pa.list_(_PLAIN_CALL)), ("meta", _META)]),
         unexpected_field_behavior="infer",
@@ -114,13 +123,15 @@ _PLAIN_PARSE = {
     for multiline in (False, True)
 }
 _PLAIN_READ = pa_json.ReadOptions(use_threads=False, block_size=1 << 30)
-_RFC3339_WITH_ZONE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})")
+_RFC3339_WITH_ZONE = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
+)
 
 
 def _read_plain(bodies: Sequence[bytes]) -> Listings | None:
     if not bodies:
         return None
-    multiline = any(b"\n" in body for body in bodies)  # pretty-printed: one page per line no more
+    multiline = any(b"\n" in body for body in bodies)  # a pretty-printed page spans lines
     try:
         table = pa_json.read_json(
             pa.BufferReader(b"\n".join(bodies)), read_options=_PLAIN_READ, parse_options=_PLAIN_PARSE[multiline]
