@@ -94,13 +94,8 @@ def concat_listings(parts: Sequence[Listings]) -> Listings:
 
 
 def _read_validated(bodies: Sequence[bytes]) -> Listings:
-    listings = [parse_calls_page(body) for body in bodies]
-    tables = [calls_to_arrow(listing.calls) for listing in listings]
-    return Listings(
-        pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table(),
-        [record for listing in listings for record in listing.rejected],
-        [listing.meta for listing in listings],
-    )
+    pages = [parse_calls_page(body) for body in bodies]
+    return concat_listings([Listings(calls_to_arrow(page.calls), page.rejected, [page.meta]) for page in pages])
 
 
 # started_at is read as text: Arrow would take a time without a zone as UTC, pydantic rejects it.
