@@ -16,13 +16,14 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
+from pipeline import clock
 from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
 from pipeline.columns import CALL_SCHEMA, last_row_per_id
 
@@ -73,7 +74,7 @@ def split_statements(script: str) -> list[str]:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return clock.now()
 
 
 # --- connections and migrations ---------------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import duckdb
 
-from pipeline import columns, load, state
+from pipeline import clock, columns, load, state
 from pipeline.client import CallTrackingClient, ClientOptions
 from pipeline.config import ApiSettings, Settings
 from pipeline.errors import (
@@ -118,7 +118,7 @@ def new_run_id() -> str:
 
 
 def utc_today() -> date:
-    return datetime.now(timezone.utc).date()
+    return clock.today()
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def request_budget(api: ApiSettings, used_last_hour: int) -> RequestBudget:
 async def _budget_for_run(writer: Writer, api: ApiSettings) -> RequestBudget:
     if api.max_requests_per_hour is None:
         return request_budget(api, 0)
-    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    since = clock.now() - timedelta(hours=1)
     return request_budget(api, await writer.run(partial(load.requests_since, since=since)))
 
 
