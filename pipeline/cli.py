@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -81,6 +81,18 @@ def parse_date(_ctx: Any, param: click.Parameter, value: str | None) -> date | N
         return date.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param=param) from None
+
+
+def _parse_moment(value: str | None, param: click.Parameter) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO timestamp (e.g. 2026-12-01T12:00:00Z)", param=param) from None
+    if moment.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no timezone (add Z for UTC)", param=param)
+    return moment
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -193,10 +205,14 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 @click.option("--drift-rate", default=0.0, show_default=True, help="Chance a listing sees a late call land in its window.")
 @click.option("--redirect-recordings", is_flag=True, help="Serve recordings through a 302 to the storage host.")
 @click.option("--today", callback=parse_date, help="Last day of the data, YYYY-MM-DD (default: today, UTC).")
+@click.option(
+    "--now", callback=lambda _ctx, param, value: _parse_moment(value, param),
+    help="Pin the sandbox's clock, e.g. 2026-12-01T12:00:00Z: calls after it are not served yet.",
+)
 @click.option("--stop-on-eof", is_flag=True, hidden=True, help="Stop when standard input closes (for a parent process).")
 def sandbox(
     host, port, storage_port, seed, calls, days, latency_ms, error_rate, drop_rate, rate_limit, drift_rate,
-    redirect_recordings, today, stop_on_eof,
+    redirect_recordings, today, now, stop_on_eof,
 ):
     """Serve an offline copy of the vendor API, with fault knobs, until Ctrl-C."""
     from pipeline import sandbox as vendor
@@ -209,7 +225,10 @@ def sandbox(
         drift_rate=drift_rate,
         redirect_recordings=redirect_recordings,
     )
-    data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days, today=today)
+    try:
+        data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days, today=today, now=now)
+    except ValueError as exc:
+        raise UsageError(f"sandbox: {exc}") from None
 
     async def serve() -> None:
         async with contextlib.AsyncExitStack() as stack:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache, partial
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
@@ -204,9 +204,11 @@ def commit_windows(
             conn.register("batch", rejected)
             run_sql(conn, "insert_rejected", run_id=run_id, rejected_at=synced_at)
             conn.unregister("batch")
-        conn.register("windows", _windows_table(batches))
-        run_sql(conn, "checkpoint_windows", run_id=run_id, synced_at=synced_at)
-        conn.unregister("windows")
+        settled = _settled_windows(batches, clock.today())
+        if settled.num_rows:
+            conn.register("windows", settled)
+            run_sql(conn, "checkpoint_windows", run_id=run_id, synced_at=synced_at)
+            conn.unregister("windows")
         if then is not None:
             then(conn)
     counts = []
@@ -226,13 +228,17 @@ def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
     return last_row_per_id(pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table())
 
 
-def _windows_table(batches: Sequence[WindowBatch]) -> pa.Table:
+def _settled_windows(batches: Sequence[WindowBatch], today: date) -> pa.Table:
+    """The windows' checkpoints, through yesterday only: today can still get calls and later
+    days have not happened, so neither is recorded as settled (the next run reads them again)."""
+    last_settled = today - timedelta(days=1)
+    settled = [batch for batch in batches if batch.start <= last_settled]
     return pa.table(
         {
-            "scope": pa.array([batch.scope for batch in batches], pa.string()),
-            "window_start": pa.array([batch.start for batch in batches], pa.date32()),
-            "window_end": pa.array([batch.end for batch in batches], pa.date32()),
-            "row_count": pa.array([batch.calls.num_rows for batch in batches], pa.int32()),
+            "scope": pa.array([batch.scope for batch in settled], pa.string()),
+            "window_start": pa.array([batch.start for batch in settled], pa.date32()),
+            "window_end": pa.array([min(batch.end, last_settled) for batch in settled], pa.date32()),
+            "row_count": pa.array([batch.calls.num_rows for batch in settled], pa.int32()),
         }
     )
 

@@ -37,7 +37,7 @@ def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def render_status(facts: dict[str, Any]) -> str:
     lines = [
         f"database:   {facts['database']}",
-        f"watermark:  {facts['watermark'] or 'none (no sync yet)'}",
+        f"watermark:  {facts['watermark'] + ' (the last fully synced day)' if facts['watermark'] else 'none (no sync yet)'}",
         f"last sync:  {facts['last_sync'] or 'never'}",
         "rows:       " + ", ".join(f"{table} {count}" for table, count in facts["counts"].items()),
     ]

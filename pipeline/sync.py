@@ -212,7 +212,9 @@ async def backfill(
     with_media: bool = True,
     progress: Progress = NO_PROGRESS,
 ) -> RunSummary:
-    """One-off over [start, end]; skips windows already committed unless ``force``."""
+    """One-off over [start, end]; skips windows already committed unless ``force``. An end
+    after today is capped to today: later days have no calls yet, and ``sync`` fetches them."""
+    end = _capped_to_today(end)
 
     def plan(conn: duckdb.DuckDBPyConnection) -> tuple[list[Window], list[Window]]:
         windows = split_windows(start, end, settings.sync.window_days)
@@ -234,6 +236,17 @@ async def backfill(
         with_media=with_media,
         progress=progress,
     )
+
+
+def _capped_to_today(end: date) -> date:
+    today = utc_today()
+    if end > today:
+        log.warning(
+            "backfill end %s is after today (%s, UTC): backfilling through today; sync fetches later days",
+            end, today, extra={"event": "backfill_end_capped", "end": str(end), "today": str(today)},
+        )
+        return today
+    return end
 
 
 async def _run(
@@ -437,11 +450,13 @@ def _advance_watermark(
     conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch], tracker: state.WatermarkTracker
 ) -> None:
     """Runs in the writer thread, inside the windows' transaction: the watermark moves
-    only once every window before it is committed."""
+    only once every window before it is committed, and never past yesterday (the last
+    day that can be fully synced)."""
     watermark = None
     for batch in batches:
         watermark = tracker.mark_done(Window(batch.start, batch.end)) or watermark
     if watermark is not None:
+        watermark = min(watermark, clock.today() - timedelta(days=1))
         load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
 
 

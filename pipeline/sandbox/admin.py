@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
+from datetime import date, datetime, timezone
 
 from aiohttp import web
 
@@ -86,6 +86,13 @@ def add_routes(app: web.Application, ctx) -> None:
             return _bad_request(str(exc))
         return _json({"ids": ids})
 
+    async def set_clock(request: web.Request) -> web.Response:
+        try:
+            data.set_now(datetime.fromisoformat(str((await _body(request))["now"]).replace("Z", "+00:00")))
+        except (KeyError, ValueError) as exc:
+            return _bad_request(f"give now as an ISO timestamp with a zone ({exc})")
+        return _json({"now": datetime.fromtimestamp(data.now(), timezone.utc).isoformat()})
+
     async def transcripts_ready(request: web.Request) -> web.Response:
         return _json({"ids": data.make_transcripts_ready()})
 
@@ -113,5 +120,6 @@ def add_routes(app: web.Application, ctx) -> None:
     router.add_post(f"{PREFIX}/mutate", mutate)
     router.add_post(f"{PREFIX}/add_calls", add_calls)
     router.add_post(f"{PREFIX}/transcripts_ready", transcripts_ready)
+    router.add_post(f"{PREFIX}/clock", set_clock)
     router.add_get(f"{PREFIX}/calls", calls)
     router.add_get(f"{PREFIX}/recording_sha256/{{call_id}}", recording_sha256)

@@ -182,17 +182,16 @@ def _reachable_share(day_starts: np.ndarray, now: float) -> np.ndarray:
     return np.interp(elapsed, _HOUR_EDGES, _utc_hour_cdf())
 
 
-def sample_times_over_days(rng: np.random.Generator, count: int, first_day_start: int, days: int,
-                           now: float) -> np.ndarray:
+def sample_times_over_days(rng: np.random.Generator, count: int, first_day_start: int, days: int) -> np.ndarray:
+    """`count` start times over whole days: a function of the generator and the day boundaries
+    alone, never of the time now (the caller drops those not started yet), so the same seed
+    gives the same calls for every past day whenever the data is generated."""
     day_starts = first_day_start + _DAY_SECONDS * np.arange(days, dtype=np.int64)
-    reachable = _reachable_share(day_starts, now)
     weekday = (first_day_start // _DAY_SECONDS + 3 + np.arange(days)) % 7  # 1970-01-01 was a Thursday
     trend = 1.0 + 0.3 * np.arange(days) / max(days - 1, 1)
-    weights = np.array(content.WEEKDAY_WEIGHTS)[weekday] * trend * rng.lognormal(0.0, 0.08, days) * reachable
-    if weights.sum() <= 0:
-        raise ValueError("every requested day lies in the future")
+    weights = np.array(content.WEEKDAY_WEIGHTS)[weekday] * trend * rng.lognormal(0.0, 0.08, days)
     day_of_call = np.repeat(np.arange(days), rng.multinomial(count, weights / weights.sum()))
-    return day_starts[day_of_call] + _seconds_of_day(rng, reachable[day_of_call])
+    return day_starts[day_of_call] + _seconds_of_day(rng, np.ones(count))
 
 
 def sample_times_in_day(rng: np.random.Generator, count: int, day_start: int, now: float) -> np.ndarray:

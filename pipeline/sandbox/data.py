@@ -35,9 +35,12 @@ def _utc_today() -> date:
 
 
 class SandboxData:
-    def __init__(self, seed: int, today: date | None, first_day: date, catalog: Catalog, base: Calls):
+    def __init__(self, seed: int, today: date | None, first_day: date, catalog: Catalog, base: Calls,
+                 now: datetime | None = None):
         self.seed = seed
-        self.today = today or _utc_today()
+        # The sandbox's clock: pinned by `now` (and moved by set_now), else the real time.
+        self._now = now
+        self.today = today or (now.date() if now else _utc_today())
         self._today_fixed = today is not None
         self.first_day = first_day
         self.catalog = catalog
@@ -60,20 +63,41 @@ class SandboxData:
         self.overrides: dict[str, dict] = {}
 
     @classmethod
-    def generate(cls, seed: int = 42, calls: int = 20_000, days: int = 60, today: date | None = None) -> "SandboxData":
+    def generate(cls, seed: int = 42, calls: int = 20_000, days: int = 60, today: date | None = None,
+                 now: datetime | None = None) -> "SandboxData":
+        """`calls` calls over the `days` whole days ending `today`, of which those started by
+        `now` (default: the real time) are served. The calls are a function of the seed and
+        the days alone: a sandbox restarted with the same seed serves the same past days."""
         if isinstance(today, datetime):
             today = today.date()
+        if now is not None and now.tzinfo is None:
+            raise ValueError("now needs a timezone")
         if days < 1 or calls < 0:
             raise ValueError("need days >= 1 and calls >= 0")
-        last_day = today or _utc_today()
+        moment = now.timestamp() if now else time.time()
+        last_day = today or (now.date() if now else _utc_today())
         first_day = last_day - timedelta(days=days - 1)
+        if _epoch(first_day) > moment:
+            raise ValueError("every requested day lies in the future")
         rng = np.random.default_rng(seed)
         catalog = Catalog.generate(seed, first_day)
-        started = sample_times_over_days(rng, calls, _epoch(first_day), days, time.time())
+        started = sample_times_over_days(rng, calls, _epoch(first_day), days)
         columns = sample_attributes(rng, calls, catalog)
         idnum = rng.permutation(_distinct_ids(rng, calls))
-        base = Calls(started=started, idnum=idnum, **columns).sorted()
-        return cls(seed, today, first_day, catalog, base)
+        every_call = Calls(started=started, idnum=idnum, **columns)
+        already = every_call.started <= moment
+        base = Calls(**{name: column[already] for name, column in every_call.columns().items()}).sorted()
+        return cls(seed, today, first_day, catalog, base, now)
+
+    def now(self) -> float:
+        """The sandbox's time, epoch seconds."""
+        return self._now.timestamp() if self._now else time.time()
+
+    def set_now(self, now: datetime) -> None:
+        """Move the sandbox's clock (tests and drills move time without sleeping)."""
+        if now.tzinfo is None:
+            raise ValueError("now needs a timezone")
+        self._now = now
 
     # ----- reading -----
 
@@ -90,7 +114,9 @@ class SandboxData:
         return len(self._pending_transcripts)
 
     def current_day(self) -> date:
-        return self.today if self._today_fixed else _utc_today()
+        if self._today_fixed:
+            return self.today
+        return self._now.date() if self._now else _utc_today()
 
     def query_calls(self, start: date | None = None, end: date | None = None, *, number_id: str | None = None,
                     campaign_id: str | None = None, outcome: str | None = None, offset: int = 0,
@@ -180,7 +206,7 @@ class SandboxData:
     def add_calls(self, count: int, day: date | None = None) -> list[str]:
         """New calls on `day` (default today) with started_at not after now."""
         day = day or self.current_day()
-        started = sample_times_in_day(self._next_np_rng(), count, _epoch(day), time.time())
+        started = sample_times_in_day(self._next_np_rng(), count, _epoch(day), self.now())
         return self._insert(started, {})
 
     def insert_late_call(self, start: date | None, end: date | None, *, number_id: str | None = None,
@@ -188,7 +214,7 @@ class SandboxData:
         """One late-ingested call inside [start, end] that also passes the given filters."""
         filters = self._filters(number_id, campaign_id, outcome)
         low, high = self._window(start or self.first_day, end or self.current_day())
-        high = min(high, int(time.time()))
+        high = min(high, int(self.now()))
         if filters is None or high <= low:
             return None
         started = np.array([self._rng.randrange(low, high)], dtype=np.int64)
