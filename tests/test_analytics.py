@@ -397,4 +397,4 @@ async def test_queries_succeed_while_a_real_backfill_runs(tmp_path: Path):
     assert backfill.returncode == 0, stderr.decode()
     assert results and all(result.code == 0 for result in results), [result.stderr for result in results]
     assert "running" in seen
-    assert scalar(database, "SELECT count(*) FROM calls") == 2_400
+    assert scalar(database, "SELECT count(*) FROM calls") == data.calls_total
