@@ -33,7 +33,7 @@ from uuid import UUID
 
 import duckdb
 
-from pipeline.errors import DatabaseLockedError, DiskError, UsageError
+from pipeline.errors import DatabaseLockedError, DiskError, UsageError, command_hint
 from pipeline.load import MIGRATIONS_TABLE, Store, sql_dir
 
 DEFAULT_WAIT_S = 5.0
@@ -88,7 +88,7 @@ def list_queries() -> list[NamedQuery]:
 def load_query(name: str) -> NamedQuery:
     path = queries_dir() / f"{name}.sql"
     if not _NAME.fullmatch(name) or not path.is_file():
-        raise UsageError(f"no query named {name!r} (see `callsync query --list`)")
+        raise UsageError(f"no query named {name!r} (see `{command_hint('query --list')}`)")
     return parse_query(name, path.read_text())
 
 

@@ -20,7 +20,7 @@ import click
 
 from pipeline import __version__
 from pipeline.config import Settings, find_config, load_settings
-from pipeline.errors import CallsyncError, UsageError
+from pipeline.errors import CallsyncError, UsageError, command_hint
 from pipeline.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -288,7 +288,7 @@ def query(name_or_sql, params, output_format, list_only, database, wait_s, confi
         click.echo(_describe_queries(analytics.list_queries()))
         return
     if not name_or_sql:
-        raise UsageError("give a query NAME or SQL (see `callsync query --list`)")
+        raise UsageError(f"give a query NAME or SQL (see `{command_hint('query --list')}`)")
     path = database or _database_path(config_path)
 
     def say_waiting() -> None:
@@ -350,7 +350,7 @@ def demo(calls, days, seed, database, media_dir, no_media, progress) -> None:
     _report(summary)
     for title, columns, rows in showcase.demo_tables(database, with_media=not no_media):
         _echo_table(analytics.to_table(columns, rows), title=title)
-    click.echo(f"more: callsync query --database {database} --list")
+    click.echo(f"more: {command_hint(f'query --database {database} --list')}")
     sys.exit(summary.exit_code)
 
 
@@ -389,6 +389,7 @@ async def _end_of_input() -> None:
 def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settings:
     setup_logging(log_format, verbose)
     settings = load_settings(config_path)
+    settings.require_database_folder()
     settings.require_token()
     return settings
 
@@ -460,6 +461,19 @@ def _progress_bar(requested: bool | None) -> _ProgressBar:
     return _ProgressBar(sys.stderr.isatty() if requested is None else requested)
 
 
+def _one_line_usage_error(exc: click.ClickException) -> str:
+    """click's usage errors as one line that names the option (it prints a usage block)."""
+    message = " ".join(exc.format_message().split())
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, click.UsageError) and ctx is not None:
+        names = []
+        while ctx.parent is not None:  # the root's name is how we were started (callsync, python -m ...)
+            names.insert(0, ctx.info_name)
+            ctx = ctx.parent
+        message += f" (see `{command_hint(' '.join(names + ['--help']))}`)"
+    return message
+
+
 def main() -> None:
     # The event loop thread is busy with parsing while the writer and file threads wake
     # up often: with the default 5 ms switch interval they fight over the GIL (tens of
@@ -474,8 +488,8 @@ def main() -> None:
         click.echo("callsync: aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(2)
+        click.echo(f"callsync: error: {_one_line_usage_error(exc)}", err=True)
+        sys.exit(exc.exit_code if exc.exit_code else 2)
     except (CallsyncError, _Exit) as exc:
         click.echo(f"callsync: error: {exc}", err=True)
         sys.exit(getattr(exc, "code", None) if isinstance(exc, _Exit) else exc.exit_code)

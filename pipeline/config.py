@@ -7,11 +7,13 @@ those two files.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -22,7 +24,13 @@ CONFIG_ENV = "CALLSYNC_CONFIG"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: a value of the wrong type is refused, not coerced (`window_days = "1"` is an
+    # error). TOML gives dates, ints and floats their own types; paths arrive as strings (FilePath).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+# A path from the TOML file: a string, resolved later against the file's folder.
+FilePath = Annotated[Path, Field(strict=False)]
 
 
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
@@ -31,7 +39,7 @@ _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 class ApiSettings(_Section):
     base_url: str = "https://api.affilync.com"
     token_env: str = "CALLSYNC_TOKEN"
-    token_file: Path | None = None
+    token_file: FilePath | None = None
     timeout_s: float = Field(30.0, gt=0)
     max_concurrency: int = Field(16, ge=1, le=256)
     requests_per_second: float | None = Field(None, gt=0)
@@ -59,7 +67,7 @@ class SyncSettings(_Section):
 
 
 class DatabaseSettings(_Section):
-    path: Path = Path("callsync.duckdb")
+    path: FilePath = Path("callsync.duckdb")
     # DuckDB's own limit for the writing connection, e.g. "512MB"; None leaves DuckDB's
     # default (80% of RAM). Each commit must fit within it.
     memory_limit: str | None = None
@@ -73,7 +81,7 @@ class DatabaseSettings(_Section):
 
 
 class MediaSettings(_Section):
-    dir: Path = Path("media")
+    dir: FilePath = Path("media")
     recordings: bool = True
     transcripts: bool = True
     concurrency: int = Field(8, ge=1, le=256)
@@ -88,6 +96,15 @@ class Settings(_Section):
     media: MediaSettings = MediaSettings()
     source: Path | None = Field(None, exclude=True)
     token: SecretStr | None = Field(None, exclude=True)
+
+    def require_database_folder(self) -> None:
+        """The database's folder must exist (a typo in [database] path is not a new folder)."""
+        path, where = self.database.path, f"{self.source or 'config'}: [database] path"
+        if not path.parent.is_dir():
+            what = "is not a folder" if path.parent.exists() else "does not exist"
+            raise ConfigError(f"{where}: the folder {path.parent} {what}")
+        if path.is_dir():
+            raise ConfigError(f"{where}: {path} is a folder; name the database file in it, e.g. {path / 'callsync.duckdb'}")
 
     def require_token(self) -> SecretStr:
         if self.token is None:
@@ -135,7 +152,7 @@ def _read_toml(config_path: Path) -> dict:
     except OSError as exc:
         raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+        raise ConfigError(f"{config_path}: {_describe_toml_error(config_path, exc)}") from None
     for reserved in ("source", "token"):
         if reserved in raw:
             raise ConfigError(f"{config_path}: {reserved}: unknown key")
@@ -147,6 +164,22 @@ def _read_toml(config_path: Path) -> dict:
     return raw
 
 
+_TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+_DATE_VALUE = re.compile(r"=\s*\d{4}-\d{1,2}-\d{1,2}\b")
+
+
+def _describe_toml_error(config_path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, or "invalid date" when the line holds a date that is not one."""
+    position = _TOML_POSITION.search(str(exc))
+    if position:
+        number = int(position.group(1))
+        lines = config_path.read_text(errors="replace").splitlines()
+        line = lines[number - 1] if 0 < number <= len(lines) else ""
+        if "date" in str(exc).lower() or _DATE_VALUE.search(line):
+            return f"line {number}: invalid date {line.split('=', 1)[-1].strip()!r} (write dates as YYYY-MM-DD)"
+    return f"not valid TOML: {exc}"
+
+
 def _describe_validation_error(config_path: Path, exc: ValidationError) -> str:
     error = exc.errors()[0]
     location = [str(part) for part in error["loc"]]
@@ -154,14 +187,35 @@ def _describe_validation_error(config_path: Path, exc: ValidationError) -> str:
         where = f"[{location[0]}] {'.'.join(location[1:])}"
     else:
         where = location[0] if location else "(top level)"
+    if error["type"] == "extra_forbidden" and len(location) == 1:
+        return f"{config_path}: [{location[0]}]: unknown section{_nearest(location[0], Settings)}"
     if error["type"] == "extra_forbidden":
-        what = "unknown key"
+        section = Settings.model_fields[location[0]].annotation if location[0] in Settings.model_fields else None
+        what = "unknown key" + (_nearest(location[-1], section) if section else "")
     else:
         what = error["msg"]
         if "input" in error and not isinstance(error["input"], dict):
             what += f" (got {error['input']!r})"
+        if isinstance(error.get("input"), str) and error["type"] in ("int_type", "float_type", "bool_type", "date_type"):
+            what += "; write it without quotes" if _unquoted_is_valid(error["input"], error["type"]) else ""
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{config_path}: {where}: {what}{more}"
+
+
+def _unquoted_is_valid(text: str, error_type: str) -> bool:
+    """Whether the quoted value would have been right without its quotes."""
+    try:
+        value = tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return False
+    expected = {"int_type": int, "float_type": (int, float), "bool_type": bool, "date_type": date}[error_type]
+    return isinstance(value, expected) and not isinstance(value, datetime)
+
+
+def _nearest(name: str, section: type[BaseModel]) -> str:
+    known = [field for field, info in section.model_fields.items() if not info.exclude]
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
 
 
 def _resolve_paths(settings: Settings, base: Path) -> Settings:
@@ -183,10 +237,11 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 def _with_token(settings: Settings) -> Settings:
     token = os.environ.get(settings.api.token_env, "").strip()
     if not token and settings.api.token_file:
+        where = f"{settings.source or 'config'}: [api] token_file"
         try:
             token = settings.api.token_file.read_text().strip()
         except FileNotFoundError:
-            raise ConfigError(f"[api] token_file: {settings.api.token_file} does not exist") from None
+            raise ConfigError(f"{where}: {settings.api.token_file} does not exist") from None
         except OSError as exc:
-            raise ConfigError(f"[api] token_file: cannot read {settings.api.token_file}: {exc.strerror}") from None
+            raise ConfigError(f"{where}: cannot read {settings.api.token_file}: {exc.strerror}") from None
     return settings.model_copy(update={"token": SecretStr(token) if token else None})

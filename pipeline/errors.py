@@ -24,6 +24,8 @@ the bearer token.
 
 from __future__ import annotations
 
+import os
+
 
 class CallsyncError(Exception):
     exit_code = 1
@@ -92,3 +94,9 @@ class DatabaseMemoryError(CallsyncError):
 
 class BudgetExhausted(CallsyncError):
     exit_code = 0
+
+
+def command_hint(args: str) -> str:
+    """A callsync command to suggest in a message, as the user can type it: under `uv run`
+    (which sets $UV) the bare `callsync` is usually not on PATH."""
+    return f"uv run callsync {args}" if os.environ.get("UV") else f"callsync {args}"

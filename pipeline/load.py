@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import clock
-from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
+from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint
 from pipeline.columns import CALL_SCHEMA, last_row_per_id
 
 T = TypeVar("T")
@@ -100,7 +100,7 @@ class Store:
         if not read_only:
             _ensure_parent(self.path)
         elif not self.path.exists():
-            raise DiskError(f"{self.path}: database does not exist yet (run `callsync sync` first)")
+            raise DiskError(f"{self.path}: database does not exist yet (run `{command_hint('sync')}` first)")
         deadline = time.monotonic() + self.lock_wait_s
         while True:
             try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import sys
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from pipeline.sandbox import Faults, SandboxData, run_sandbox
 
 TOKEN = "sandbox-token"
 REPO = Path(__file__).resolve().parent.parent
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @pytest.fixture
@@ -53,6 +56,8 @@ def write_config(directory: Path, base_url: str, **sections: dict[str, Any]) -> 
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, date) or (isinstance(value, str) and _ISO_DATE.fullmatch(value)):
+        return str(value)  # a TOML date: the config refuses a date in quotes
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

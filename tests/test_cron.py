@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, timezone
 
+import pytest
+
+from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
-from tests.conftest import run_cli, write_config
+from tests.conftest import REPO, run_cli, write_config
+from tests.test_cli import assert_one_line_error
 from tests.dbcheck import assert_same_calls, scalar
 
 UTC = timezone.utc
@@ -35,3 +40,55 @@ async def test_a_backfill_past_today_leaves_today_and_later_days_to_the_next_run
         assert scalar(database, "SELECT value FROM sync_state WHERE key = 'watermark'") == "2026-12-03"
         status = await run_cli("status", cwd=tmp_path, env={"CALLSYNC_NOW": "2026-12-04T09:00:00Z"})
         assert "2026-12-03 (the last fully synced day)" in status.stdout
+
+
+@pytest.mark.parametrize(
+    "toml, fragments",
+    [
+        ('[sync]\nwindow_days = "1"\n', ["[sync] window_days", "valid integer", "without quotes"]),
+        ("[api]\ntimeout_s = true\n", ["[api] timeout_s", "valid number"]),
+        ("[sync]\nstart_date = 2026-02-30\n", ["line 2", "invalid date", "2026-02-30"]),
+        ('[sync]\nstart_date = "2026-02-01"\n', ["[sync] start_date", "valid date", "without quotes"]),
+        ('[databse]\npath = "x.duckdb"\n', ["[databse]", "unknown section", "did you mean database"]),
+        ("[api]\nmax_concurency = 3\n", ["[api] max_concurency", "unknown key", "did you mean max_concurrency"]),
+        ('[database]\npath = "nowhere/x.duckdb"\n', ["[database] path", "nowhere", "does not exist"]),
+        ('[database]\npath = "afile/x.duckdb"\n', ["[database] path", "afile", "is not a folder"]),
+        ('[database]\npath = "."\n', ["[database] path", "is a folder"]),
+        ('[api]\ntoken_env = "NO_SUCH_VAR"\ntoken_file = "missing-token"\n', ["[api] token_file", "missing-token"]),
+    ],
+)
+async def test_each_config_error_is_one_line_naming_the_file_and_exits_2(tmp_path, toml, fragments):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "callsync.toml").write_text(toml)
+    result = await run_cli("sync", cwd=tmp_path, token=None if "token_file" in toml else "sandbox-token")
+    assert result.code == 2, result.stderr
+    assert_one_line_error(result, "callsync.toml", *fragments)
+
+
+@pytest.mark.parametrize(
+    "args, fragments",
+    [
+        (["backfill", "--start", "2026-02-30", "--end", "2026-03-01"], ["--start", "2026-02-30", "backfill --help"]),
+        (["backfill", "--end", "2026-03-01"], ["Missing option", "--start"]),
+        (["sync", "--log-fromat", "json"], ["--log-fromat", "sync --help"]),
+        (["backfill", "--start", "2026-03-01", "--end", "2026-03-01", "--outcome", "won"], ["--outcome", "won"]),
+    ],
+)
+async def test_usage_errors_are_one_line_naming_the_option(tmp_path, args, fragments):
+    result = await run_cli(*args, cwd=tmp_path)
+    assert result.code == 2
+    assert_one_line_error(result, *fragments)
+
+
+async def test_hints_name_commands_that_work_under_uv_run(tmp_path):
+    result = await run_cli("query", "no_such_query", "--database", "x.duckdb", cwd=tmp_path, env={"UV": "/usr/bin/uv"})
+    assert result.code == 2 and "`uv run callsync query --list`" in result.stderr
+
+
+def test_the_example_config_loads_strictly_with_every_key_uncommented(tmp_path, monkeypatch):
+    text = (REPO / "config.example.toml").read_text()
+    uncommented = re.sub(r"(?m)^# ?([a-z_]+ = )", r"\1", text)
+    (tmp_path / "callsync.toml").write_text(uncommented)
+    monkeypatch.setenv("CALLSYNC_TOKEN", "x")
+    settings = load_settings(tmp_path / "callsync.toml")
+    assert settings.sync.start_date == date(2026, 1, 1)
