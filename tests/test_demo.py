@@ -48,7 +48,7 @@ async def test_demo_builds_then_reruns_incrementally(tmp_path: Path):
     assert int(built["downloaded"]) > 0
     for name in demo.TABLES + demo.MEDIA_TABLES:
         assert f"{name}: " in first.stdout
-    assert "more: callsync query --database demo.duckdb --list" in first.stdout
+    assert "callsync query --database demo.duckdb --list" in first.stdout  # after `uv run ` under uv
 
     database = tmp_path / "demo.duckdb"
     recordings = list((tmp_path / "demo-media").rglob("*.mp3"))
