@@ -19,8 +19,10 @@ A media run (``fetch_pending``), top to bottom:
    committed in batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
 
 A 404 means "not ready yet": the job stays pending and is asked again on every run,
-with growing gaps once it has been missing for a day, and becomes ``unavailable``
-``media.max_age_days`` after the call. A failed download (after the client's retries)
+with growing gaps once it has been missing for a day. It becomes ``unavailable`` only
+once it has been missing for ``media.max_age_days`` since callsync's first miss (not
+since the call: a backfill asks for old calls whose media the vendor may make only now)
+and has been asked at least MIN_MISSES times. A failed download (after the client's retries)
 is ``failed`` and retried on later runs with back-off. A URL we refuse to fetch
 (foreign host while ``allow_foreign_hosts`` is false, not http(s)) is ``unavailable``
 with the reason in ``last_error``. A disk error stops the run (``DiskError``).
@@ -83,6 +85,9 @@ VERIFY_THREADS = 4
 LOGGED_FAILURES = 10
 DAY = timedelta(days=1)
 FAILURE_BACKOFF = timedelta(minutes=15)
+# A not-ready job is given up only after this many 404s (and max_age_days of them): a
+# weekly cron still asks a few times, and max_age_days = 0 does not give up on the first.
+MIN_MISSES = 3
 
 
 
@@ -99,6 +104,7 @@ class Job:
     started_at: datetime
     missing_since: datetime | None
     failures: int
+    misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class Outcome:
     missing_since: datetime | None = None
     next_attempt_at: datetime | None = None
     done_at: datetime | None = None
+    misses: int = 0
 
 
 def done(job: Job, now: datetime) -> Outcome:
@@ -121,21 +128,32 @@ def done(job: Job, now: datetime) -> Outcome:
 
 def not_ready(job: Job, now: datetime, max_age_days: int, error: str) -> Outcome:
     """A 404: asked again on every run for a day, then with gaps growing to a day;
-    unavailable max_age_days after the call started."""
-    if now >= job.started_at + timedelta(days=max_age_days):
-        reason = f"still not available {max_age_days} days after the call: {error}"
-        return Outcome(job.call_id, job.kind, "unavailable", last_error=reason)
+    unavailable once missing for max_age_days since the first miss and asked MIN_MISSES
+    times. The call's age plays no part: the vendor makes media for old calls too."""
     missing_since = job.missing_since or now
     missing_for = now - missing_since
+    misses = job.misses + 1
+    if missing_for >= timedelta(days=max_age_days) and misses >= MIN_MISSES:
+        reason = (f"still not ready {_days(missing_for)} after the first miss, {misses} requests"
+                  f" (media.max_age_days = {max_age_days}): {error}")
+        return Outcome(job.call_id, job.kind, "unavailable", last_error=reason, missing_since=missing_since,
+                       misses=misses)
     next_attempt = None if missing_for < DAY else now + min(DAY, missing_for / 4)
-    return Outcome(job.call_id, job.kind, "pending", 0, f"not ready yet: {error}", missing_since, next_attempt)
+    return Outcome(job.call_id, job.kind, "pending", 0, f"not ready yet: {error}", missing_since, next_attempt,
+                   misses=misses)
+
+
+def _days(span: timedelta) -> str:
+    days = span / DAY
+    return f"{days:.0f} days" if days >= 2 else f"{days:.1f} days"
 
 
 def failed(job: Job, now: datetime, error: str) -> Outcome:
-    """Retried on the next run, then after 15 min, 30 min, 1 h, ... at most a day apart."""
+    """Retried on the next run, then after 15 min, 30 min, 1 h, ... at most a day apart.
+    A streak of "not ready yet" goes on through failures (missing_since, misses kept)."""
     failures = job.failures + 1
     gap = min(DAY, FAILURE_BACKOFF * 2 ** min(failures - 2, 10)) if failures > 1 else timedelta(0)
-    return Outcome(job.call_id, job.kind, "failed", failures, error, job.missing_since, now + gap)
+    return Outcome(job.call_id, job.kind, "failed", failures, error, job.missing_since, now + gap, misses=job.misses)
 
 
 def refused(job: Job, error: str) -> Outcome:
@@ -155,6 +173,7 @@ OUTCOME_SCHEMA = pa.schema(
         ("missing_since", pa.timestamp("us", tz="UTC")),
         ("next_attempt_at", pa.timestamp("us", tz="UTC")),
         ("done_at", pa.timestamp("us", tz="UTC")),
+        ("misses", pa.int32()),
     ]
 )
 RECORDING_SCHEMA = pa.schema(

@@ -14,7 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from pipeline import media, report, state, sync
+from pipeline import load, media, report, state, sync
 from pipeline.media import Job
 from pipeline import mediafiles
 from pipeline.mediafiles import file_stem, recording_path
@@ -151,20 +151,120 @@ async def test_a_transcript_fetched_again_replaces_its_segments(sandbox, make_se
     assert not final_files(settings) and not rows(settings, "SELECT * FROM media_jobs WHERE kind = 'recording'")
 
 
-async def test_media_still_missing_after_max_age_becomes_unavailable_and_is_not_asked_again(sandbox, make_settings):
-    data = sandbox.data
-    settings = make_settings(sandbox.base_url, media={"max_age_days": 0})
-    summary = await sync.backfill(settings, data.first_day, data.today)
-    missing = {row[0] for row in rows(settings, "SELECT call_id FROM media_jobs WHERE status = 'unavailable'")}
-    assert missing and summary.media["unavailable"] == len(missing) and summary.media["pending"] == 0
-    assert summary.exit_code == 0, "media that is not there is not a failure"
-    assert all("not available 0 days after the call" in row[0] for row in rows(
-        settings, "SELECT last_error FROM media_jobs WHERE status = 'unavailable'"))
+def callsync_time(data: SandboxData, *, days: float = 0, hours: float = 0) -> str:
+    """callsync's clock ($CALLSYNC_NOW) past the sandbox's calls: 20 days after its last day, so all
+    of them are older than max_age_days (14)."""
+    base = datetime(data.today.year, data.today.month, data.today.day, 9, tzinfo=timezone.utc)
+    return (base + timedelta(days=20 + days, hours=hours)).isoformat()
 
-    asked_before = len(sandbox.requests)
+
+def transcript_jobs(settings) -> dict[str, tuple]:
+    return {row[0]: row[1:] for row in rows(
+        settings, "SELECT call_id, status, misses, missing_since, last_error FROM media_jobs WHERE kind = 'transcript'")}
+
+
+async def test_a_backfill_of_old_calls_keeps_asking_for_late_transcripts_and_a_later_sync_stores_them(
+    sandbox, tmp_path, make_settings
+):
+    data = sandbox.data
+    config = cli_config(tmp_path, sandbox)  # max_age_days 14; the calls are 20+ days old by callsync's clock
+    settings = make_settings(sandbox.base_url)
+    backfill = await run_cli("backfill", "--config", str(config), "--start", str(data.first_day),
+                             "--end", str(data.today), cwd=tmp_path, env={"CALLSYNC_NOW": callsync_time(data)})
+    assert backfill.code == 0, backfill.stderr
+    late = {call["id"] for call in recorded_calls(data) if data.transcript_pending(call["id"])}
+    assert late, "the sandbox should hold some transcripts back"
+    jobs = transcript_jobs(settings)
+    first_miss = datetime.fromisoformat(callsync_time(data))
+    assert {call_id for call_id, job in jobs.items() if job[0] != "done"} == late
+    assert all(jobs[call_id][:3] == ("pending", 1, first_miss) for call_id in late), "asked once, not given up"
+
+    assert set(data.make_transcripts_ready()) >= late  # the vendor finishes them, a while later
+    later = await run_cli("sync", "--config", str(config), cwd=tmp_path,
+                          env={"CALLSYNC_NOW": callsync_time(data, hours=5)})
+    assert later.code == 0, later.stderr
+    assert {status for status, *_ in transcript_jobs(settings).values()} == {"done"}
+    stored = {row[0] for row in rows(settings, "SELECT DISTINCT call_id FROM transcript_segments")}
+    assert stored == {call["id"] for call in recorded_calls(data)}
+
+
+async def test_not_ready_media_becomes_unavailable_only_after_max_age_days_since_its_first_miss(
+    sandbox, make_settings, monkeypatch
+):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url, media={"max_age_days": 2, "recordings": False})
+
+    async def media_run_at(days: float):
+        monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data, days=days))
+        asked_before = len(sandbox.requests)
+        summary = await sync.media(settings)
+        assert summary.exit_code == 0, "media that is not there is not a failure"
+        return summary, len([r for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript")])
+
+    monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data))
+    await sync.backfill(settings, data.first_day, data.today)
+    late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
+    assert late
+
+    summary, asked = await media_run_at(days=3)  # past max_age_days since the first miss, asked twice
+    assert asked == len(late) and summary.media["unavailable"] == 0 and summary.media["pending"] == len(late)
+    assert {transcript_jobs(settings)[call_id][:2] for call_id in late} == {("pending", 2)}
+
+    _, asked = await media_run_at(days=3.05)  # after a day of misses, not asked again at once
+    assert asked == 0
+
+    summary, asked = await media_run_at(days=4)
+    assert asked == len(late) and summary.media["unavailable"] == len(late) and summary.media["pending"] == 0
+    for call_id in late:
+        status, misses, _since, error = transcript_jobs(settings)[call_id]
+        assert (status, misses) == ("unavailable", 3)
+        assert error.startswith("still not ready 4 days after the first miss, 3 requests (media.max_age_days = 2)")
+
     data.make_transcripts_ready()
-    await sync.media(settings)
-    assert not [r for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript")]
+    _, asked = await media_run_at(days=5)
+    assert asked == 0, "unavailable is no longer asked for"
+
+
+async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_the_next_run_asks_again(
+    sandbox, make_settings
+):
+    data = sandbox.data
+    refused_call = recorded_calls(data)[0]["id"]
+    data.override_call(refused_call, recording_url="ftp://127.0.0.1/recording.mp3")
+    settings = make_settings(sandbox.base_url)
+    await sync.backfill(settings, data.first_day, data.today)
+    late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
+    assert late
+    with duckdb.connect(str(settings.database.path)) as conn:  # as the previous version left it
+        conn.execute("DELETE FROM schema_migrations WHERE name LIKE '005%'")
+        conn.execute("ALTER TABLE media_jobs DROP COLUMN misses")
+        conn.execute("""UPDATE media_jobs SET status = 'unavailable', missing_since = NULL, next_attempt_at = NULL,
+                        last_error = 'still not available 14 days after the call: GET ' || url
+                                     || ': HTTP 404 not found: transcript not ready'
+                        WHERE status = 'pending'""")
+    refused_before = rows(settings, "SELECT status, attempts, last_error FROM media_jobs WHERE call_id = ? AND kind = 'recording'",
+                          [refused_call])
+    assert refused_before[0][0] == "unavailable" and refused_before[0][2].startswith("refused: ")
+
+    load.Store(settings.database.path).migrate()
+    reopened = transcript_jobs(settings)
+    for call_id in late:
+        status, misses, missing_since, error = reopened[call_id]
+        assert (status, misses, missing_since) == ("pending", 0, None)
+        assert error.startswith("reopened (closed by the old max_age_days rule): still not available 14 days")
+    refused_after = rows(settings, "SELECT status, attempts, last_error FROM media_jobs WHERE call_id = ? AND kind = 'recording'",
+                         [refused_call])
+    assert refused_after == refused_before, "unavailable for another reason: left as it was"
+
+    data.make_transcripts_ready()
+    asked_before = len(sandbox.requests)
+    again = await sync.media(settings)
+    assert again.exit_code == 0 and again.media["transcripts"] == len(late)
+    asked = sorted(r.path.split("/")[-2] for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript"))
+    assert asked == sorted(late)
+    assert {status for status, *_ in transcript_jobs(settings).values()} == {"done"}
+    assert rows(settings, "SELECT status FROM media_jobs WHERE call_id = ? AND kind = 'recording'", [refused_call]) == [
+        ("unavailable",)]
 
 
 def test_not_ready_is_asked_every_run_for_a_day_then_with_growing_gaps():
@@ -180,8 +280,24 @@ def test_not_ready_is_asked_every_run_for_a_day_then_with_growing_gaps():
     assert miss(timedelta(hours=23)).next_attempt_at is None
     gaps = [miss(timedelta(days=days)).next_attempt_at - now for days in (1, 2, 4, 8)]
     assert gaps == sorted(gaps) and gaps[0] > timedelta(0) and gaps[-1] == timedelta(days=1)
-    old = media.not_ready(Job("c", "transcript", "u", now - timedelta(days=14), now, 0), now, 14, "HTTP 404")
-    assert old.status == "unavailable"
+
+    a_year_old = Job("c", "transcript", "u", now - timedelta(days=365), None, 0)
+    first_miss = media.not_ready(a_year_old, now, 14, "HTTP 404")
+    assert first_miss.status == "pending" and first_miss.misses == 1, "the call's age plays no part"
+
+    def missing(days: float, misses: int):
+        job = Job("c", "transcript", "u", call, now - timedelta(days=days), 0, misses)
+        return media.not_ready(job, now, 14, "HTTP 404")
+
+    assert missing(13.9, 30).status == "pending"
+    assert missing(20, 1).status == "pending", "not given up before MIN_MISSES requests"
+    given_up = missing(14, media.MIN_MISSES - 1)
+    assert given_up.status == "unavailable" and given_up.misses == media.MIN_MISSES
+    assert given_up.last_error.startswith("still not ready 14 days after the first miss, 3 requests")
+    assert media.not_ready(Job("c", "t", "u", call, now, 0, 1), now, 0, "HTTP 404").status == "pending"
+    assert media.not_ready(Job("c", "t", "u", call, now, 0, 2), now, 0, "HTTP 404").status == "unavailable"
+    streak = media.failed(Job("c", "recording", "u", call, now - timedelta(days=3), 0, 5), now, "HTTP 503")
+    assert (streak.missing_since, streak.misses) == (now - timedelta(days=3), 5), "a failure keeps the streak"
 
     failures = [media.failed(Job("c", "recording", "u", call, None, n), now, "HTTP 503") for n in range(10)]
     assert failures[0].next_attempt_at == now, "the first failure is retried on the next run"

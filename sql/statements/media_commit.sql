@@ -2,7 +2,7 @@
 --   fetched_recordings (call_id, path, size_bytes, sha256, content_type)  files already fsynced in place
 --   fetched_transcripts (call_id)                                          transcripts replaced whole
 --   fetched_segments (call_id, segment_index, speaker, text, timestamp)
---   outcomes (call_id, kind, status, failures, last_error, missing_since, next_attempt_at, done_at)
+--   outcomes (call_id, kind, status, failures, last_error, missing_since, next_attempt_at, done_at, misses)
 INSERT OR REPLACE INTO recordings (call_id, path, size_bytes, sha256, content_type, fetched_at)
 SELECT call_id, path, size_bytes, sha256, content_type, $now FROM fetched_recordings;
 
@@ -17,6 +17,7 @@ UPDATE media_jobs AS j SET
     failures        = o.failures,
     last_error      = o.last_error,
     missing_since   = o.missing_since,
+    misses          = o.misses,
     last_attempt_at = $now,
     next_attempt_at = o.next_attempt_at,
     done_at         = o.done_at

@@ -16,12 +16,15 @@ ANTI JOIN media_jobs j ON j.call_id = c.id AND j.kind = 'transcript'
 WHERE $transcripts AND c.transcript_url IS NOT NULL AND c.last_changed_at >= $since;
 
 -- The URL changed upstream: remember the new one. What is stored stays stored; anything
--- else is asked again on the next attempt, back-off forgotten.
+-- else is asked again on the next attempt, back-off forgotten, and a new URL's misses
+-- count from its own first miss.
 UPDATE media_jobs AS j SET
     url             = u.url,
     status          = CASE WHEN j.status = 'done' THEN 'done' ELSE 'pending' END,
     failures        = CASE WHEN j.status = 'done' THEN j.failures ELSE 0 END,
-    next_attempt_at = CASE WHEN j.status = 'done' THEN j.next_attempt_at ELSE NULL END
+    next_attempt_at = CASE WHEN j.status = 'done' THEN j.next_attempt_at ELSE NULL END,
+    missing_since   = CASE WHEN j.status = 'done' THEN j.missing_since ELSE NULL END,
+    misses          = CASE WHEN j.status = 'done' THEN j.misses ELSE 0 END
 FROM (
     SELECT id AS call_id, 'recording' AS kind, recording_url AS url
     FROM calls WHERE recording_url IS NOT NULL AND last_changed_at >= $since
