@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from pipeline import load, state
+from pipeline import clock, load, state
 from pipeline.load import Store
 
 
@@ -20,6 +21,7 @@ def status(database_path: Path) -> dict[str, Any]:
             "runs": _rows(load.run_sql(conn, "status_runs")),
             "counts": dict(load.run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
+            "media_oldest_pending": _oldest_pending(conn),
         }
 
 
@@ -27,6 +29,31 @@ def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     if not load.run_sql(conn, "status_has_media").fetchone()[0]:
         return {}
     return dict(load.run_sql(conn, "status_media").fetchall())
+
+
+def _oldest_pending(conn: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
+    """The pending media job that has waited longest, and for how long (by callsync's clock)."""
+    if not load.run_sql(conn, "status_has_media").fetchone()[0]:
+        return None
+    row = load.run_sql(conn, "status_media_oldest_pending").fetchone()
+    if row is None:
+        return None
+    kind, call_id, since, misses = row
+    since = since.astimezone(timezone.utc)
+    return {"kind": kind, "call_id": call_id, "waiting_since": since, "misses": misses,
+            "waiting_s": max(0, int((clock.now() - since).total_seconds()))}
+
+
+def waited(seconds: int) -> str:
+    """A wait as people say it: 3d 4h, 5h 12m, 7m, under a minute."""
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes = rest // 60
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m" if minutes else "under a minute"
 
 
 def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -43,6 +70,11 @@ def render_status(facts: dict[str, Any]) -> str:
     ]
     if facts["media"]:
         lines.append("media:      " + ", ".join(f"{key} {value}" for key, value in facts["media"].items()))
+    oldest = facts.get("media_oldest_pending")
+    if oldest:
+        lines.append(f"waiting:    oldest pending media waited {waited(oldest['waiting_s'])}"
+                     f" ({oldest['kind']} of {oldest['call_id']}, since {oldest['waiting_since']:%Y-%m-%d %H:%M} UTC,"
+                     f" {oldest['misses']} not-ready answers)")
     lines.append("recent runs:")
     for run in facts["runs"]:
         status = run["status"]

@@ -15,7 +15,7 @@ import re
 import shutil
 import sys
 import textwrap
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -52,7 +52,8 @@ EXPECTED_COLUMNS = {
         "caller_number", "caller_city", "caller_state", "calls", "qualified", "numbers_called",
         "first_call_at", "last_call_at",
     ],
-    "media_coverage": ["kind", "calls", "expected", "fetched", "pending", "failed", "unavailable", "coverage"],
+    "media_coverage": ["kind", "calls", "expected", "fetched", "pending", "failed", "unavailable", "coverage",
+                       "oldest_pending_since", "oldest_pending_waited"],
     "transcript_search": [
         "call_id", "started_at", "outcome", "sentiment", "number_name", "matching_segments", "first_match",
     ],
@@ -167,6 +168,12 @@ def test_media_coverage_matches_the_tables(demo_db: Path):
     assert coverage["recording"]["expected"] == scalar(
         demo_db, "SELECT count(*) FROM calls WHERE recording_url IS NOT NULL"
     )
+    oldest = scalar(demo_db, "SELECT min(coalesce(missing_since, first_seen_at)) FROM media_jobs"
+                             " WHERE kind = 'transcript' AND status = 'pending'")
+    assert oldest is not None, "the demo's sandbox holds some transcripts back"
+    assert coverage["transcript"]["oldest_pending_since"] == oldest
+    assert timedelta(0) <= coverage["transcript"]["oldest_pending_waited"] < timedelta(days=1)
+    assert coverage["recording"]["oldest_pending_since"] is None and coverage["recording"]["pending"] == 0
 
 
 def test_repeat_callers_respect_min_calls_and_limit(demo_db: Path):
