@@ -427,10 +427,11 @@ class _ProgressBar:
         self._media = None
         if enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import TimeRemainingColumn
 
             self._progress = Progress(
                 TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                transient=True,
+                TextColumn("eta"), TimeRemainingColumn(), transient=True,
             )
 
     def __enter__(self) -> _ProgressBar:
@@ -449,6 +450,13 @@ class _ProgressBar:
     def window_done(self, _window: object) -> None:
         if self._progress and self._windows is not None:
             self._progress.advance(self._windows)
+
+    def media_jobs_due(self, jobs: int) -> None:
+        if self._progress:
+            if self._media is None:
+                self._media = self._progress.add_task("media", total=jobs)
+            else:
+                self._progress.update(self._media, total=jobs)
 
     def media_job_done(self) -> None:
         if self._progress:

@@ -509,6 +509,12 @@ def due_jobs(conn: duckdb.DuckDBPyConnection, settings, after: int, ignore_backo
     return DuePage(jobs, rows[-1][0] if rows else after, len(rows) == PAGE_SIZE)
 
 
+def count_due_jobs(conn: duckdb.DuckDBPyConnection, settings, ignore_backoff: bool, now: datetime) -> int:
+    """How many jobs ``due_jobs`` will page through now."""
+    return load.run_sql(conn, "media_due_count", now=now, ignore_backoff=ignore_backoff,
+                        recordings=settings.recordings, transcripts=settings.transcripts).fetchone()[0]
+
+
 def plan_jobs(conn: duckdb.DuckDBPyConnection, settings, now: datetime) -> None:
     """Jobs for calls changed since the previous plan (all calls when the kinds to fetch
     changed, or on the first plan); the margin covers a clock that stepped back."""
@@ -604,11 +610,13 @@ async def fetch_pending(
     ignore_backoff: bool = False,
     counts: dict[str, Any] | None = None,
     on_job_done: Callable[[], None] | None = None,
+    on_jobs_due: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Fetch every recording and transcript not stored yet (see the module docstring).
 
     The counts go into ``counts`` if given (and are returned): a caller has them even when
-    a fatal error (budget spent, disk full, auth) is raised."""
+    a fatal error (budget spent, disk full, auth) is raised. ``on_jobs_due`` hears how many
+    jobs the run will attempt, before the first; ``on_job_done`` each one attempted."""
     media = settings.media
     tally = MediaCounts()
     result = counts if counts is not None else {}
@@ -621,6 +629,9 @@ async def fetch_pending(
         await writer.run(partial(plan_jobs, settings=media, now=load.utcnow()))
         if verify and media.recordings:
             await verify_recordings(writer, folder, tally)
+        if on_jobs_due:
+            on_jobs_due(await writer.run(partial(count_due_jobs, settings=media, ignore_backoff=ignore_backoff,
+                                                 now=load.utcnow())))
         fetcher = MediaFetcher(client, writer, settings, folder, tally, on_job_done=on_job_done)
         await fetcher.run(ignore_backoff=ignore_backoff)
     except CallsyncError:

@@ -44,6 +44,9 @@ class Progress:
     def media_job_done(self) -> None:
         """A recording or transcript job was attempted (done, not ready, or failed)."""
 
+    def media_jobs_due(self, jobs: int) -> None:
+        """The media part of the run will attempt this many jobs."""
+
 
 NO_PROGRESS = Progress()
 
@@ -477,7 +480,7 @@ async def fetch_media(
     summary.media = {}
     await fetch_pending(
         client, writer, settings, run_id=summary.run_id, verify=verify, ignore_backoff=ignore_backoff,
-        counts=summary.media, on_job_done=progress.media_job_done,
+        counts=summary.media, on_job_done=progress.media_job_done, on_jobs_due=progress.media_jobs_due,
     )
     if summary.media.get("failed"):
         summary.failures.append(f"media: {summary.media['failed']} downloads failed")
