@@ -56,6 +56,10 @@ def waited(seconds: int) -> str:
     return f"{minutes}m" if minutes else "under a minute"
 
 
+def _answers(misses: int) -> str:
+    return "not asked yet" if not misses else f"{misses} not-ready answer{'s' if misses > 1 else ''}"
+
+
 def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     columns = [column[0] for column in relation.description]
     return [dict(zip(columns, row)) for row in relation.fetchall()]
@@ -74,7 +78,7 @@ def render_status(facts: dict[str, Any]) -> str:
     if oldest:
         lines.append(f"waiting:    oldest pending media waited {waited(oldest['waiting_s'])}"
                      f" ({oldest['kind']} of {oldest['call_id']}, since {oldest['waiting_since']:%Y-%m-%d %H:%M} UTC,"
-                     f" {oldest['misses']} not-ready answers)")
+                     f" {_answers(oldest['misses'])})")
     lines.append("recent runs:")
     for run in facts["runs"]:
         status = run["status"]
