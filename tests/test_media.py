@@ -212,6 +212,11 @@ async def test_not_ready_media_becomes_unavailable_only_after_max_age_days_since
 
     _, asked = await media_run_at(days=3.05)  # after a day of misses, not asked again at once
     assert asked == 0
+    facts = report.status(settings.database.path)  # by callsync's clock, 3.05 days after the first miss
+    assert facts["media_oldest_pending"]["waiting_since"] == datetime.fromisoformat(callsync_time(data))
+    assert facts["media_oldest_pending"]["waiting_s"] == int(timedelta(days=3.05).total_seconds())
+    assert "waiting:    oldest pending media waited 3d 1h (transcript of call_" in report.render_status(facts)
+    assert "2 not-ready answers)" in report.render_status(facts)
 
     summary, asked = await media_run_at(days=4)
     assert asked == len(late) and summary.media["unavailable"] == len(late) and summary.media["pending"] == 0
@@ -223,6 +228,8 @@ async def test_not_ready_media_becomes_unavailable_only_after_max_age_days_since
     data.make_transcripts_ready()
     _, asked = await media_run_at(days=5)
     assert asked == 0, "unavailable is no longer asked for"
+    assert report.status(settings.database.path)["media_oldest_pending"] is None
+    assert "waiting:" not in report.render_status(report.status(settings.database.path))
 
 
 async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_the_next_run_asks_again(
@@ -338,6 +345,48 @@ async def test_a_spent_request_budget_pauses_cleanly_and_the_next_run_continues(
     else:
         raise AssertionError("later runs never finished the media")
     assert_recordings_match(settings, data)
+
+
+class RecordedProgress(sync.Progress):
+    """What a run tells its progress bar, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def media_jobs_due(self, jobs: int) -> None:
+        self.events.append(("due", jobs))
+
+    def media_job_done(self) -> None:
+        self.events.append("done")
+
+
+async def test_a_run_tells_its_progress_how_many_media_jobs_are_due_before_the_first(sandbox, make_settings):
+    data = sandbox.data
+    settings = make_settings(sandbox.base_url)
+    progress = RecordedProgress()
+    await sync.backfill(settings, data.first_day, data.today, progress=progress)
+    jobs = 2 * len(recorded_calls(data))
+    assert progress.events == [("due", jobs)] + ["done"] * jobs
+
+    progress = RecordedProgress()
+    await sync.media(settings, progress=progress)
+    pending = rows(settings, "SELECT count(*) FROM media_jobs WHERE status = 'pending'")[0][0]
+    assert pending and progress.events == [("due", pending)] + ["done"] * pending
+
+
+def test_the_media_progress_bar_shows_the_jobs_due_and_an_eta():
+    from rich.console import Console
+
+    from pipeline import cli
+
+    bar = cli._ProgressBar(True)
+    bar.media_jobs_due(40)
+    for _ in range(10):
+        bar.media_job_done()
+    console = Console(record=True, width=120)
+    console.print(bar._progress.make_tasks_table(bar._progress.tasks))
+    shown = console.export_text()
+    assert "media" in shown and "10/40" in shown and "eta" in shown
 
 
 # --- safety -------------------------------------------------------------------------------------
