@@ -97,6 +97,28 @@ async def test_purchase_number(sb, http):
         assert resp.status == 400 and (await resp.json())["error"] == "bad_request"
 
 
+async def test_vanity_numbers_run_out_with_a_409(sb, http):
+    url = f"{sb.base_url}{API}/numbers"
+    statuses = []
+    for _ in range(3):  # three vanity words; the seeded account already holds one
+        async with http.post(url, json={"type": "vanity"}, headers=AUTH) as resp:
+            statuses.append((resp.status, (await resp.json()).get("message")))
+    assert [status for status, _ in statuses] == [201, 201, 409]
+    assert statuses[-1][1] == "no vanity number is available"
+
+
+async def test_a_post_can_be_acted_on_and_left_unanswered(sb, http):
+    sb.faults.update(drop_after_post_rate=1.0)
+    before = len(sb.data.numbers)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        async with http.post(f"{sb.base_url}{API}/numbers", json={"type": "local"}, headers=AUTH):
+            pass
+    assert len(sb.data.numbers) == before + 1
+    assert [(r.method, r.status) for r in sb.requests] == [("POST", 0)]
+    status, listing = await get_json(http, f"{sb.base_url}{API}/numbers")  # GETs are answered
+    assert status == 200 and listing["meta"]["total"] == before + 1
+
+
 async def test_calls_listing_shape(sb, http):
     status, body = await get_json(http, f"{sb.base_url}{API}/calls")
     assert status == 200 and body["meta"] == {"page": 1, "per_page": 20, "total": sb.data.calls_total}
@@ -273,6 +295,16 @@ async def test_flows_crud(sb, http):
     assert flow["id"] not in {f["id"] for f in listing["data"]}
     async with http.post(url, json={"steps": []}, headers=AUTH) as resp:
         assert resp.status == 400
+
+
+async def test_a_flow_that_numbers_use_cannot_be_deleted(sb, http):
+    in_use = sb.data.numbers[0]["call_flow_id"]
+    users = [number["id"] for number in sb.data.numbers if number["call_flow_id"] == in_use]
+    async with http.delete(f"{sb.base_url}{API}/flows/{in_use}", headers=AUTH) as resp:
+        assert resp.status == 409
+        body = await resp.json()
+    assert body["error"] == "conflict" and in_use in body["message"] and all(u in body["message"] for u in users)
+    assert in_use in sb.data.flows
 
 
 # ----- faults -----

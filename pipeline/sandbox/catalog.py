@@ -37,6 +37,10 @@ def short_id(rng: random.Random, prefix: str, taken: set[str], width: int = 6) -
             return candidate
 
 
+class NumberUnavailable(ValueError):
+    """No number of the kind asked for is left (vanity numbers are "subject to availability")."""
+
+
 @dataclass
 class Catalog:
     numbers: list[dict]
@@ -95,8 +99,13 @@ class Catalog:
                 return index
         return None
 
+    def numbers_using(self, flow_id: str) -> list[str]:
+        return [number["id"] for number in self.numbers if number["call_flow_id"] == flow_id]
+
     def _unused_phone(self, kind: str, area_code: str | None) -> str:
         used = {number["phone_number"] for number in self.numbers}
+        if kind == "vanity" and used.issuperset("+1800" + word for word in VANITY_WORDS.values()):
+            raise NumberUnavailable("no vanity number is available")
         while True:
             phone = self._phone(kind, area_code)
             if phone not in used:

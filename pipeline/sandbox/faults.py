@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
-_RATES = ("error_rate", "drop_rate", "drift_rate")
+_RATES = ("error_rate", "drop_rate", "drift_rate", "drop_after_post_rate")
 _FLAGS = ("redirect_recordings", "foreign_recording_urls", "shuffle_pages")
 
 
@@ -20,6 +20,9 @@ class Faults:
     foreign_recording_urls: bool = False
     drift_rate: float = 0.0
     shuffle_pages: bool = True
+    # Fraction of POSTs to the API that are acted on (a number bought, a flow created) and
+    # then get no answer: the connection is dropped, as when a network fails mid-response.
+    drop_after_post_rate: float = 0.0
 
     def update(self, **changes) -> "Faults":
         """Validate and apply changes (e.g. from JSON); raises ValueError on bad names or values."""

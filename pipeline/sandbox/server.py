@@ -16,6 +16,7 @@ import pydantic_core
 from aiohttp import web
 
 from . import admin
+from .catalog import NumberUnavailable
 from .content import NUMBER_TYPES, OUTCOMES
 from .data import SandboxData
 from .faults import Faults, RateLimiter, retry_after_header
@@ -126,6 +127,11 @@ def _inject_faults(host: str, ctx: _Context):
             except web.HTTPException:  # a redirect (errors are responses by now)
                 await _until(answer_at)
                 raise
+            if request.method == "POST" and faults.drop_after_post_rate and ctx.rng.random() < faults.drop_after_post_rate:
+                await _until(answer_at)
+                if request.transport is not None:
+                    request.transport.abort()
+                raise asyncio.CancelledError()  # acted on, but the answer never leaves
         await _until(answer_at)
         return response
 
@@ -242,6 +248,8 @@ async def purchase_number(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"type must be one of {', '.join(NUMBER_TYPES)}")
     try:
         number = _ctx(request).data.purchase_number(kind, None if area_code is None else str(area_code), name)
+    except NumberUnavailable as exc:
+        raise ApiError(409, "unavailable", str(exc)) from None
     except ValueError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     return _json({key: number[key] for key in ("id", "phone_number", "type", "status")}, 201)
@@ -316,6 +324,12 @@ async def update_flow(request: web.Request) -> web.Response:
 
 async def delete_flow(request: web.Request) -> web.Response:
     flow_id = request.match_info["flow_id"]
+    # Numbers route their calls through a flow and the reference has no way to move them, so
+    # a flow in use is refused (409), as an API would rather than leave live numbers unrouted.
+    routed = _ctx(request).data.catalog.numbers_using(flow_id)
+    if routed:
+        raise ApiError(409, "conflict", f"flow {flow_id} is in use by {len(routed)} tracking number(s) "
+                                        f"({', '.join(routed)}); a flow that routes calls cannot be deleted")
     if not _ctx(request).data.catalog.delete_flow(flow_id):
         raise ApiError(404, "not_found", f"flow {flow_id} not found")
     return web.Response(status=204)
