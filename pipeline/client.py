@@ -4,6 +4,12 @@ One aiohttp session per client; every request goes through the shared
 ``Throttle`` (concurrency, rate, 429 back-off, budget) and one tenacity retry
 policy (5xx, 429, timeouts and dropped connections; never other 4xx).
 
+A POST is not idempotent (it buys a number, creates a flow): it is sent again only
+when the API said it did not act (429) or the connection failed before it was sent
+(aiohttp's ClientConnectorError, ConnectionTimeoutError). A timeout, a connection
+dropped after sending or a 5xx raise UncertainWriteError instead: it may have
+taken effect. PATCH and DELETE set or remove a state, so they are retried as GETs.
+
 The bearer token is attached per request, and only when the request goes to the
 API's own origin: redirects are followed by hand so that a hop to a storage host
 never carries it. It is never logged, and never part of a repr or an error.
@@ -36,9 +42,11 @@ from yarl import URL
 from pipeline.errors import (
     ApiError,
     AuthError,
+    ConnectFailedError,
     NotFoundError,
     RateLimitedError,
     RetryableApiError,
+    UncertainWriteError,
     UnsafeUrlError,
 )
 from pipeline.models import (
@@ -61,6 +69,9 @@ MAX_REDIRECTS = 5
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 DOWNLOAD_CHUNK = 64 * 1024
 ERROR_BODY_CHARS = 200
+# Methods sent again after any retryable failure: each sets or removes a state, so twice
+# is as once. A POST is sent again only on a 429 or a failed connection (_unless_uncertain).
+REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 
 T = TypeVar("T")
 
@@ -301,8 +312,11 @@ class CallTrackingClient:
     async def _attempt(
         self, method: str, url: URL, json_body: Any, consume: Callable[[aiohttp.ClientResponse], Awaitable[T]]
     ) -> T:
-        async with self.throttle.slot():
-            result = await self._exchange(method, url, json_body, consume)
+        try:
+            async with self.throttle.slot():
+                result = await self._exchange(method, url, json_body, consume)
+        except RetryableApiError as exc:
+            raise _unless_uncertain(method, exc) from None
         self.throttle.succeeded()
         await asyncio.sleep(0)  # the slot's next holder sends its request before this body is parsed
         return result
@@ -352,6 +366,9 @@ class CallTrackingClient:
                         continue
                     await self._raise_for_status(method, response)
                     return await consume(response)
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # before sending
+                reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)  # its text has the query
+                raise ConnectFailedError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
                 reason = type(exc).__name__ if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
                 raise RetryableApiError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
@@ -404,6 +421,16 @@ def parse_calls_page(body: bytes) -> CallListing:
             raw = json.dumps(record, sort_keys=True, default=str)
             rejected.append(Rejected("call", str(record_id) if record_id is not None else None, raw, _first_error(exc)))
     return CallListing(calls, rejected, raw_page.meta)
+
+
+def _unless_uncertain(method: str, error: RetryableApiError) -> ApiError:
+    """The error as it is when the request may be sent again; for a POST the API may have
+    acted on (no answer, or a 5xx), an UncertainWriteError that no retry policy repeats."""
+    if method in REPEATABLE_METHODS or isinstance(error, (RateLimitedError, ConnectFailedError)):
+        return error
+    return UncertainWriteError(
+        f"{error}: the request may or may not have taken effect", status=error.status, url=error.url
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

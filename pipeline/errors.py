@@ -8,7 +8,9 @@ maps each to an exit code in one place (``exit_code``)::
     ├── LockHeldError                 75  another run holds the lock (EX_TEMPFAIL)
     ├── ApiError                       1  an HTTP exchange that failed for good
     │   ├── RetryableApiError             429, 5xx, timeouts, dropped connections
-    │   │   └── RateLimitedError          429, with the server's Retry-After
+    │   │   ├── RateLimitedError          429, with the server's Retry-After
+    │   │   └── ConnectFailedError        no connection, so the request was never sent
+    │   ├── UncertainWriteError           a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
     │   └── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
@@ -62,6 +64,15 @@ class RateLimitedError(RetryableApiError):
     def __init__(self, message: str, *, retry_after: float | None, url: str | None = None):
         super().__init__(message, status=429, url=url)
         self.retry_after = retry_after
+
+
+class ConnectFailedError(RetryableApiError):
+    """The connection failed before the request was sent: safe to send again, even a POST."""
+
+
+class UncertainWriteError(ApiError):
+    """A POST whose answer never came (a timeout, a connection dropped after sending) or was
+    a 5xx: it may have taken effect, so it is never sent again blindly (a purchase costs money)."""
 
 
 class NotFoundError(ApiError):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
+import socket
 from datetime import timedelta
 
 import pytest
 
 from pipeline.client import CallTrackingClient, ClientOptions
-from pipeline.errors import ApiError, AuthError, NotFoundError, RetryableApiError, UnsafeUrlError
+from pipeline.errors import ApiError, AuthError, NotFoundError, RetryableApiError, UncertainWriteError, UnsafeUrlError
+from pipeline.sandbox import run_sandbox
 from tests.conftest import TOKEN
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
@@ -212,3 +215,78 @@ async def test_requests_per_second_cap_holds(sandbox):
         in_one_second = [s for s in starts[index:] if s < start + 1.0]
         assert len(in_one_second) <= 21
     assert starts[-1] - starts[0] >= 29 / 20 - 0.1
+
+
+# --- a POST is sent again only when the API did not act on it ------------------------------
+
+
+def posts(sandbox, path_suffix: str):
+    return [r for r in api_requests(sandbox, path_suffix) if r.method == "POST"]
+
+
+async def test_a_post_dropped_after_the_server_acted_is_not_sent_again(sandbox):
+    sandbox.faults.drop_after_post_rate = 1.0
+    before = len(sandbox.data.numbers)
+    async with client_for(sandbox) as client:
+        with pytest.raises(UncertainWriteError, match="may or may not have taken effect"):
+            await client.purchase_number("local")
+        with pytest.raises(UncertainWriteError):
+            await client.create_flow({"name": "Lost answer"})
+    assert [r.status for r in posts(sandbox, "/numbers")] == [0], "dropped: no answer, and never sent again"
+    assert len(sandbox.data.numbers) == before + 1, "the server did act on it"
+    assert [r.status for r in posts(sandbox, "/flows")] == [0]
+
+
+async def test_a_post_answered_with_a_5xx_is_not_sent_again(sandbox):
+    sandbox.faults.error_rate = 1.0
+    async with client_for(sandbox) as client:
+        with pytest.raises(UncertainWriteError, match="HTTP 5"):
+            await client.purchase_number("local")
+    assert len(posts(sandbox, "/numbers")) == 1
+
+
+async def test_a_post_that_timed_out_is_not_sent_again(sandbox):
+    sandbox.faults.latency_ms = 600  # the sandbox acts at once and holds the answer this long
+    before = len(sandbox.data.numbers)
+    async with client_for(sandbox, timeout_s=0.1) as client:
+        with pytest.raises(UncertainWriteError, match="Timeout"):
+            await client.purchase_number("toll_free")
+    assert len(posts(sandbox, "/numbers")) == 1
+    assert len(sandbox.data.numbers) == before + 1
+
+
+async def test_a_rate_limited_post_is_sent_again(sandbox):
+    sandbox.faults.update(rate_limit=2.0, rate_burst=1)  # one token, then 429 with Retry-After: 1
+    async with client_for(sandbox) as client:
+        await client.all_numbers()
+        bought = await client.purchase_number("local")
+    assert [r.status for r in posts(sandbox, "/numbers")] == [429, 201]
+    assert sum(number["id"] == bought.id for number in sandbox.data.numbers) == 1
+
+
+async def test_a_post_whose_connection_failed_before_sending_is_sent_again(small_data):
+    with socket.socket() as probe:  # a port nobody listens on yet: connecting is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    options = ClientOptions(backoff_initial_s=0.01, backoff_max_s=0.02, max_retries=500)
+    async with CallTrackingClient(f"http://127.0.0.1:{port}", TOKEN, options) as client:
+        purchase = asyncio.create_task(client.purchase_number("local", display_name="Once"))
+        while client.stats.retries == 0 and not purchase.done():  # refused at least once
+            await asyncio.sleep(0.005)
+        async with run_sandbox(data=small_data, port=port) as sandbox:
+            bought = await purchase
+    assert client.stats.retries >= 1 and [r.status for r in posts(sandbox, "/numbers")] == [201]
+    assert [n["id"] for n in sandbox.data.numbers if n["display_name"] == "Once"] == [bought.id]
+
+
+async def test_patch_and_delete_are_still_retried(sandbox):
+    flow_id = next(iter(sandbox.data.flows))
+    sandbox.faults.error_rate = 1.0
+    async with client_for(sandbox, max_retries=2) as client:
+        with pytest.raises(RetryableApiError) as caught:
+            await client.update_flow(flow_id, {"name": "x"})
+        assert not isinstance(caught.value, UncertainWriteError)
+        with pytest.raises(RetryableApiError):
+            await client.delete_flow(flow_id)
+    methods = [r.method for r in api_requests(sandbox, f"/flows/{flow_id}")]
+    assert methods == ["PATCH"] * 3 + ["DELETE"] * 3
