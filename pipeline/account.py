@@ -1,0 +1,217 @@
+"""The account's tracking numbers and call flows: listed, bought, created, changed, deleted.
+
+Plain async functions over ``CallTrackingClient`` for ``callsync numbers`` and
+``callsync flows``. Each returns the API's objects as plain JSON values, so that
+the CLI prints them as the API sent them. A changing command can describe its
+request instead of sending it (``planned_*``, for --dry-run).
+
+A purchase costs money: a POST whose answer never came (or was a 5xx) is never sent
+again (the client's retry policy); here it becomes an ``UncertainChange`` carrying
+the account's listing, for a person to check before trying again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Awaitable
+from urllib.parse import quote
+
+from pipeline.client import API_PREFIX, CallTrackingClient
+from pipeline.errors import CallsyncError, NotFoundError, UncertainWriteError, UsageError
+from pipeline.models import Flow, TrackingNumber
+
+NUMBER_TYPES = ("local", "toll_free", "vanity")
+NUMBER_COLUMNS = ["id", "phone_number", "display_name", "type", "status", "call_flow_id", "recording_enabled", "created_at"]
+FLOW_COLUMNS = ["id", "name", "created_at", "updated_at"]
+_AREA_CODE = re.compile(r"\d{3}")
+
+JsonObject = dict[str, Any]
+
+
+class UncertainChange(CallsyncError):
+    """A purchase or a new flow that may or may not exist now; ``listing`` shows what does."""
+
+    def __init__(self, message: str, listing: list[JsonObject] | None):
+        super().__init__(message)
+        self.listing = listing
+
+
+@dataclass(frozen=True)
+class PlannedRequest:
+    """What a changing command would send: never the token."""
+
+    method: str
+    path: str
+    body: JsonObject | None
+
+    def as_dict(self) -> JsonObject:
+        return {"method": self.method, "path": self.path, "body": self.body}
+
+
+def next_sync_note(table: str) -> str:
+    return f"the local table {table} shows this after the next `callsync sync` (every run refreshes it)"
+
+
+# --- checking what the user typed, before any request ------------------------------------
+
+
+def number_type(value: str) -> str:
+    if value not in NUMBER_TYPES:
+        raise UsageError(f"--type {value!r}: must be one of {', '.join(NUMBER_TYPES)}")
+    return value
+
+
+def area_code(value: str | None) -> str | None:
+    if value is not None and not _AREA_CODE.fullmatch(value):
+        raise UsageError(f"--area-code {value!r}: must be three digits, e.g. 415")
+    return value
+
+
+def json_object(text: str, source: str) -> JsonObject:
+    """``text`` parsed as one JSON object; errors name ``source`` and the line and column."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    if not isinstance(value, dict):
+        line, column = _position(text, len(text) - len(text.lstrip()))
+        raise UsageError(f"{source}: expected a JSON object, got {_json_kind(value)} at line {line}, column {column}")
+    return value
+
+
+def read_json_input(file: str | None, text: str | None, stdin: Any) -> JsonObject:
+    """The object from --file F (``-``: standard input) or --json TEXT: exactly one of them."""
+    if (file is None) == (text is None):
+        raise UsageError("give the JSON object with exactly one of --file F, --file - (standard input) or --json TEXT")
+    if text is not None:
+        return json_object(text, "--json")
+    if file == "-":
+        return json_object(stdin.read(), "--file - (standard input)")
+    try:
+        with open(file, encoding="utf-8") as handle:
+            return json_object(handle.read(), f"--file {file}")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise UsageError(f"--file {file}: cannot read it: {reason}") from None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    before = text[:index]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return "a number"
+
+
+# --- tracking numbers -------------------------------------------------------------------------
+
+
+async def numbers(client: CallTrackingClient) -> list[JsonObject]:
+    return [_number_json(number) for number in await client.all_numbers()]
+
+
+def purchase_body(kind: str, area: str | None, display_name: str | None) -> JsonObject:
+    body = {"type": kind, "area_code": area, "display_name": display_name}
+    return {key: value for key, value in body.items() if value is not None}
+
+
+def planned_purchase(kind: str, area: str | None, display_name: str | None) -> PlannedRequest:
+    return PlannedRequest("POST", f"{API_PREFIX}/numbers", purchase_body(kind, area, display_name))
+
+
+async def buy_number(client: CallTrackingClient, kind: str, area: str | None, display_name: str | None) -> JsonObject:
+    try:
+        number = await client.purchase_number(kind, area_code=area, display_name=display_name)
+    except UncertainWriteError as exc:
+        raise await _uncertain(exc, "numbers", numbers(client)) from None
+    return _number_json(number)
+
+
+def _number_json(number: TrackingNumber) -> JsonObject:
+    """The number as the API sent it: its own fields only, unknown ones included."""
+    return number.model_dump(mode="json", exclude_unset=True)
+
+
+# --- call flows -----------------------------------------------------------------------------------
+
+
+async def flows(client: CallTrackingClient) -> list[JsonObject]:
+    return [flow.raw for flow in await client.list_flows()]
+
+
+async def flow(client: CallTrackingClient, flow_id: str) -> JsonObject:
+    """One flow. The API has no endpoint for one flow: it is found in the listing."""
+    found = {flow.id: flow for flow in await client.list_flows()}.get(flow_id)
+    if found is None:
+        raise NotFoundError(f"flow {flow_id} not found", status=404)
+    return found.raw
+
+
+def planned_create(body: JsonObject) -> PlannedRequest:
+    return PlannedRequest("POST", f"{API_PREFIX}/flows", body)
+
+
+def planned_update(flow_id: str, changes: JsonObject) -> PlannedRequest:
+    return PlannedRequest("PATCH", _flow_path(flow_id), changes)
+
+
+def planned_delete(flow_id: str) -> PlannedRequest:
+    return PlannedRequest("DELETE", _flow_path(flow_id), None)
+
+
+async def create_flow(client: CallTrackingClient, body: JsonObject) -> JsonObject:
+    try:
+        created: Flow = await client.create_flow(body)
+    except UncertainWriteError as exc:
+        raise await _uncertain(exc, "flows", flows(client)) from None
+    return created.raw
+
+
+async def update_flow(client: CallTrackingClient, flow_id: str, changes: JsonObject) -> JsonObject:
+    try:
+        return (await client.update_flow(flow_id, changes)).raw
+    except NotFoundError as exc:
+        raise _unknown_flow(flow_id, exc) from None
+
+
+async def delete_flow(client: CallTrackingClient, flow_id: str) -> None:
+    try:
+        await client.delete_flow(flow_id)
+    except NotFoundError as exc:
+        raise _unknown_flow(flow_id, exc) from None
+
+
+def _flow_path(flow_id: str) -> str:
+    return f"{API_PREFIX}/flows/{quote(flow_id, safe='')}"
+
+
+def _unknown_flow(flow_id: str, exc: NotFoundError) -> NotFoundError:
+    return NotFoundError(f"flow {flow_id} not found (HTTP 404 from {exc.url or 'the API'})", status=404, url=exc.url)
+
+
+# --- a change that may or may not have happened ------------------------------------------------------
+
+
+async def _uncertain(error: UncertainWriteError, what: str, listing: Awaitable[list[JsonObject]]) -> UncertainChange:
+    try:
+        rows = await listing
+    except CallsyncError as exc:
+        return UncertainChange(
+            f"{error}, so it was not sent again; listing the account's {what} failed too ({exc}):"
+            f" check with `callsync {what} list` before trying again",
+            None,
+        )
+    return UncertainChange(
+        f"{error}, so it was not sent again: the account's {len(rows)} {what} are listed on standard output;"
+        " check them before trying again",
+        rows,
+    )
