@@ -354,6 +354,268 @@ def demo(calls, days, seed, database, media_dir, no_media, progress) -> None:
     sys.exit(summary.exit_code)
 
 
+# --- numbers and flows: thin commands over pipeline.account ------------------------------
+
+TABLE_FORMATS = ("table", "csv", "json")
+
+
+def format_option(*formats: str) -> Callable:
+    def decorate(command: Callable) -> Callable:
+        return click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(list(formats)),
+            default="table",
+            show_default=True,
+            help="table for people; " + ("csv, or " if "csv" in formats else "") + "json (the API's own objects) for programs.",
+        )(command)
+
+    return decorate
+
+
+def account_options(*formats: str) -> Callable:
+    """What every numbers and flows command speaks: --config, --format and the log flags."""
+
+    def decorate(command: Callable) -> Callable:
+        return _apply(command, [config_option, format_option(*formats), log_options])
+
+    return decorate
+
+
+def dry_run_option(command: Callable) -> Callable:
+    return click.option(
+        "--dry-run", is_flag=True, help="Print the request it would send (method, path, body) and send nothing."
+    )(command)
+
+
+def yes_option(command: Callable) -> Callable:
+    return click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")(command)
+
+
+def json_input_options(command: Callable) -> Callable:
+    return _apply(
+        command,
+        [
+            click.option("--file", "json_file", metavar="F", help="Read the JSON object from file F (- = standard input)."),
+            click.option("--json", "json_text", metavar="TEXT", help="The JSON object itself."),
+        ],
+    )
+
+
+def _check_number_type(_ctx: Any, _param: click.Parameter, value: str) -> str:
+    from pipeline.account import number_type
+
+    return number_type(value)
+
+
+def _check_area_code(_ctx: Any, _param: click.Parameter, value: str | None) -> str | None:
+    from pipeline.account import area_code
+
+    return area_code(value)
+
+
+@cli.group()
+def numbers() -> None:
+    """The account's tracking numbers, from the API: list them, buy one."""
+
+
+@numbers.command("list")
+@account_options(*TABLE_FORMATS)
+def numbers_list(config_path, output_format, log_format, verbose) -> None:
+    """The account's tracking numbers, as the API has them now."""
+    from pipeline import account
+
+    numbers = _call_api(_settings(config_path, log_format, verbose), account.numbers)
+    _echo_api_objects(numbers, account.NUMBER_COLUMNS, output_format, noun="number")
+
+
+@numbers.command("buy")
+@account_options(*TABLE_FORMATS)
+@dry_run_option
+@click.option(
+    "--type", "kind", required=True, metavar="local|toll_free|vanity", callback=_check_number_type,
+    help="The kind of number: local, toll_free or vanity.",
+)
+@click.option("--area-code", metavar="NNN", callback=_check_area_code, help="Three-digit area code, e.g. 415.")
+@click.option("--display-name", metavar="TEXT", help="The number's name in the account.")
+def numbers_buy(config_path, output_format, log_format, verbose, dry_run, kind, area_code, display_name) -> None:
+    """Buy one tracking number and print it. It costs money: a request that may have
+    gone through is never sent twice (the account's numbers are listed instead)."""
+    from pipeline import account
+
+    if dry_run:
+        _echo_plan(account.planned_purchase(kind, area_code, display_name), config_path, output_format)
+        return
+    settings = _settings(config_path, log_format, verbose)
+    try:
+        number = _call_api(settings, account.buy_number, kind, area_code, display_name)
+    except account.UncertainChange as exc:
+        if exc.listing is not None:
+            _echo_api_objects(exc.listing, account.NUMBER_COLUMNS, output_format, noun="number")
+        raise
+    _echo_api_object(number, output_format, account.NUMBER_COLUMNS)
+    _note(account.next_sync_note("tracking_numbers"), output_format)
+
+
+@cli.group()
+def flows() -> None:
+    """The account's call flows, from the API: list, show, create, update, delete."""
+
+
+@flows.command("list")
+@account_options(*TABLE_FORMATS)
+def flows_list(config_path, output_format, log_format, verbose) -> None:
+    """The account's call flows, as the API has them now."""
+    from pipeline import account
+
+    flows = _call_api(_settings(config_path, log_format, verbose), account.flows)
+    _echo_api_objects(flows, account.FLOW_COLUMNS, output_format, noun="flow")
+
+
+@flows.command("show")
+@account_options(*TABLE_FORMATS)
+@click.argument("flow_id")
+def flows_show(config_path, output_format, log_format, verbose, flow_id) -> None:
+    """One call flow, every field of it."""
+    from pipeline import account
+
+    _echo_api_object(_call_api(_settings(config_path, log_format, verbose), account.flow, flow_id), output_format)
+
+
+@flows.command("create")
+@account_options(*TABLE_FORMATS)
+@dry_run_option
+@json_input_options
+def flows_create(config_path, output_format, log_format, verbose, dry_run, json_file, json_text) -> None:
+    """Create a call flow from a JSON object (sent as given) and print what the API returns."""
+    from pipeline import account
+
+    body = account.read_json_input(json_file, json_text, sys.stdin)
+    if dry_run:
+        _echo_plan(account.planned_create(body), config_path, output_format)
+        return
+    settings = _settings(config_path, log_format, verbose)
+    try:
+        created = _call_api(settings, account.create_flow, body)
+    except account.UncertainChange as exc:
+        if exc.listing is not None:
+            _echo_api_objects(exc.listing, account.FLOW_COLUMNS, output_format, noun="flow")
+        raise
+    _echo_api_object(created, output_format)
+    _note(account.next_sync_note("call_flows"), output_format)
+
+
+@flows.command("update")
+@account_options(*TABLE_FORMATS)
+@dry_run_option
+@json_input_options
+@click.argument("flow_id")
+def flows_update(config_path, output_format, log_format, verbose, dry_run, json_file, json_text, flow_id) -> None:
+    """Change a call flow: the fields to change as a JSON object; prints the flow the API returns."""
+    from pipeline import account
+
+    changes = account.read_json_input(json_file, json_text, sys.stdin)
+    if dry_run:
+        _echo_plan(account.planned_update(flow_id, changes), config_path, output_format)
+        return
+    updated = _call_api(_settings(config_path, log_format, verbose), account.update_flow, flow_id, changes)
+    _echo_api_object(updated, output_format)
+    _note(account.next_sync_note("call_flows"), output_format)
+
+
+@flows.command("delete")
+@account_options("table", "json")
+@dry_run_option
+@yes_option
+@click.argument("flow_id")
+def flows_delete(config_path, output_format, log_format, verbose, dry_run, yes, flow_id) -> None:
+    """Delete a call flow. On a terminal it asks first; elsewhere it needs --yes."""
+    from pipeline import account
+
+    if dry_run:
+        _echo_plan(account.planned_delete(flow_id), config_path, output_format)
+        return
+    settings = _settings(config_path, log_format, verbose)
+    _confirm_delete(flow_id, yes)
+    _call_api(settings, account.delete_flow, flow_id)
+    if output_format == "table":  # JSON: the API answers a delete with no body, and so do we
+        click.echo(f"deleted flow {flow_id}")
+    _note(account.next_sync_note("call_flows"), output_format)
+
+
+def _confirm_delete(flow_id: str, yes: bool) -> None:
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"not deleting flow {flow_id}: standard input is not a terminal to confirm on; pass --yes")
+    if not click.confirm(f"Delete call flow {flow_id}?", default=False, err=True):
+        raise CallsyncError(f"flow {flow_id} not deleted")
+
+
+def _call_api(settings: Settings, work: Callable, *args: Any) -> Any:
+    """``work(client, *args)`` with a client of the configured API, on a fresh event loop."""
+    from pipeline.sync import client_for
+
+    async def run() -> Any:
+        async with client_for(settings) as client:
+            return await work(client, *args)
+
+    return asyncio.run(run())
+
+
+def _echo_plan(plan: Any, config_path: str | None, output_format: str) -> None:
+    """--dry-run: the request that would go to the configured API (never the token)."""
+    base_url = load_settings(config_path).api.base_url
+    if output_format == "json":
+        click.echo(json.dumps({**plan.as_dict(), "url": base_url + plan.path}, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"dry run: would send {plan.method} {base_url}{plan.path}")
+    if plan.body is not None:
+        click.echo(json.dumps(plan.body, indent=2, ensure_ascii=False))
+    click.echo("nothing was sent")
+
+
+def _echo_api_objects(records: list[dict], columns: list[str], output_format: str, *, noun: str) -> None:
+    if output_format == "json":
+        click.echo(json.dumps(records, indent=2, ensure_ascii=False))
+        return
+    _echo_rows(columns, [tuple(_flat(record.get(column)) for column in columns) for record in records], output_format)
+    if output_format == "table":
+        click.echo(f"({len(records)} {noun}{'' if len(records) == 1 else 's'})")
+
+
+def _echo_api_object(record: dict, output_format: str, columns: list[str] | None = None) -> None:
+    """One object: a row under ``columns``, else one row per field."""
+    if output_format == "json":
+        click.echo(json.dumps(record, indent=2, ensure_ascii=False))
+    elif columns:
+        _echo_rows(columns, [tuple(_flat(record.get(column)) for column in columns)], output_format)
+    else:
+        _echo_rows(["field", "value"], [(key, _flat(value)) for key, value in record.items()], output_format)
+
+
+def _echo_rows(columns: list[str], rows: list[tuple], output_format: str) -> None:
+    from pipeline import analytics
+
+    if output_format == "csv":
+        click.echo(analytics.to_csv(columns, rows), nl=False)
+    else:
+        _echo_table(analytics.to_table(columns, rows))
+
+
+def _flat(value: Any) -> Any:
+    """Nested JSON as JSON text, for a table cell or a CSV field."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value
+
+
+def _note(text: str, output_format: str) -> None:
+    """A word for the person: under a table, or on stderr so that csv and json stay clean."""
+    if output_format == "table":
+        click.echo(f"note: {text}")
+    else:
+        click.echo(f"callsync: note: {text}", err=True)
+
+
 def _database_path(config_path: str | None) -> Path:
     if find_config(config_path) is None:
         raise UsageError("which database? pass --database FILE, or --config FILE (or set $CALLSYNC_CONFIG)")

@@ -82,14 +82,20 @@ class CliResult:
     stderr: str
 
 
-async def run_cli(*args: str, cwd: Path, token: str | None = TOKEN, env: dict[str, str] | None = None) -> CliResult:
-    """The real CLI in a subprocess; the test's event loop keeps serving the sandbox meanwhile."""
-    process = await start_cli(*args, cwd=cwd, token=token, env=env)
-    stdout, stderr = await process.communicate()
+async def run_cli(
+    *args: str, cwd: Path, token: str | None = TOKEN, env: dict[str, str] | None = None, input: bytes | None = None
+) -> CliResult:
+    """The real CLI in a subprocess; the test's event loop keeps serving the sandbox meanwhile.
+    ``input``: what its standard input reads (a pipe, so never a terminal)."""
+    stdin = asyncio.subprocess.PIPE if input is not None else None
+    process = await start_cli(*args, cwd=cwd, token=token, env=env, stdin=stdin)
+    stdout, stderr = await process.communicate(input)
     return CliResult(process.returncode, stdout.decode(), stderr.decode())
 
 
-async def start_cli(*args: str, cwd: Path, token: str | None = TOKEN, env: dict[str, str] | None = None):
+async def start_cli(
+    *args: str, cwd: Path, token: str | None = TOKEN, env: dict[str, str] | None = None, stdin: Any = None
+):
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("CALLSYNC_")}
     if token is not None:
         child_env["CALLSYNC_TOKEN"] = token
@@ -101,6 +107,7 @@ async def start_cli(*args: str, cwd: Path, token: str | None = TOKEN, env: dict[
         *args,
         cwd=cwd,
         env=child_env,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
