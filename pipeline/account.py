@@ -19,7 +19,7 @@ from typing import Any, Awaitable
 from urllib.parse import quote
 
 from pipeline.client import API_PREFIX, CallTrackingClient
-from pipeline.errors import CallsyncError, NotFoundError, UncertainWriteError, UsageError
+from pipeline.errors import CallsyncError, NotFoundError, UncertainWriteError, UsageError, command_hint
 from pipeline.models import Flow, TrackingNumber
 
 NUMBER_TYPES = ("local", "toll_free", "vanity")
@@ -51,7 +51,7 @@ class PlannedRequest:
 
 
 def next_sync_note(table: str) -> str:
-    return f"the local table {table} shows this after the next `callsync sync` (every run refreshes it)"
+    return f"the local table {table} shows this after the next `{command_hint('sync')}` (every run refreshes it)"
 
 
 # --- checking what the user typed, before any request ------------------------------------
@@ -207,7 +207,7 @@ async def _uncertain(error: UncertainWriteError, what: str, listing: Awaitable[l
     except CallsyncError as exc:
         return UncertainChange(
             f"{error}, so it was not sent again; listing the account's {what} failed too ({exc}):"
-            f" check with `callsync {what} list` before trying again",
+            f" check with `{command_hint(what + ' list')}` before trying again",
             None,
         )
     return UncertainChange(

@@ -425,7 +425,7 @@ def numbers_list(config_path, output_format, log_format, verbose) -> None:
     """The account's tracking numbers, as the API has them now."""
     from pipeline import account
 
-    numbers = _call_api(_settings(config_path, log_format, verbose), account.numbers)
+    numbers = _call_api(_api_settings(config_path, log_format, verbose), account.numbers)
     _echo_api_objects(numbers, account.NUMBER_COLUMNS, output_format, noun="number")
 
 
@@ -446,7 +446,7 @@ def numbers_buy(config_path, output_format, log_format, verbose, dry_run, kind, 
     if dry_run:
         _echo_plan(account.planned_purchase(kind, area_code, display_name), config_path, output_format)
         return
-    settings = _settings(config_path, log_format, verbose)
+    settings = _api_settings(config_path, log_format, verbose)
     try:
         number = _call_api(settings, account.buy_number, kind, area_code, display_name)
     except account.UncertainChange as exc:
@@ -468,7 +468,7 @@ def flows_list(config_path, output_format, log_format, verbose) -> None:
     """The account's call flows, as the API has them now."""
     from pipeline import account
 
-    flows = _call_api(_settings(config_path, log_format, verbose), account.flows)
+    flows = _call_api(_api_settings(config_path, log_format, verbose), account.flows)
     _echo_api_objects(flows, account.FLOW_COLUMNS, output_format, noun="flow")
 
 
@@ -479,7 +479,7 @@ def flows_show(config_path, output_format, log_format, verbose, flow_id) -> None
     """One call flow, every field of it."""
     from pipeline import account
 
-    _echo_api_object(_call_api(_settings(config_path, log_format, verbose), account.flow, flow_id), output_format)
+    _echo_api_object(_call_api(_api_settings(config_path, log_format, verbose), account.flow, flow_id), output_format)
 
 
 @flows.command("create")
@@ -494,7 +494,7 @@ def flows_create(config_path, output_format, log_format, verbose, dry_run, json_
     if dry_run:
         _echo_plan(account.planned_create(body), config_path, output_format)
         return
-    settings = _settings(config_path, log_format, verbose)
+    settings = _api_settings(config_path, log_format, verbose)
     try:
         created = _call_api(settings, account.create_flow, body)
     except account.UncertainChange as exc:
@@ -518,7 +518,7 @@ def flows_update(config_path, output_format, log_format, verbose, dry_run, json_
     if dry_run:
         _echo_plan(account.planned_update(flow_id, changes), config_path, output_format)
         return
-    updated = _call_api(_settings(config_path, log_format, verbose), account.update_flow, flow_id, changes)
+    updated = _call_api(_api_settings(config_path, log_format, verbose), account.update_flow, flow_id, changes)
     _echo_api_object(updated, output_format)
     _note(account.next_sync_note("call_flows"), output_format)
 
@@ -535,7 +535,7 @@ def flows_delete(config_path, output_format, log_format, verbose, dry_run, yes, 
     if dry_run:
         _echo_plan(account.planned_delete(flow_id), config_path, output_format)
         return
-    settings = _settings(config_path, log_format, verbose)
+    settings = _api_settings(config_path, log_format, verbose)
     _confirm_delete(flow_id, yes)
     _call_api(settings, account.delete_flow, flow_id)
     if output_format == "table":  # JSON: the API answers a delete with no body, and so do we
@@ -550,6 +550,14 @@ def _confirm_delete(flow_id: str, yes: bool) -> None:
         raise UsageError(f"not deleting flow {flow_id}: standard input is not a terminal to confirm on; pass --yes")
     if not click.confirm(f"Delete call flow {flow_id}?", default=False, err=True):
         raise CallsyncError(f"flow {flow_id} not deleted")
+
+
+def _api_settings(config_path: str | None, log_format: str, verbose: bool) -> Settings:
+    """Settings for a command that talks to the API only: no database involved."""
+    setup_logging(log_format, verbose)
+    settings = load_settings(config_path)
+    settings.require_token()
+    return settings
 
 
 def _call_api(settings: Settings, work: Callable, *args: Any) -> Any:
