@@ -119,8 +119,9 @@ async def test_a_backfill_runs_without_numpy(sandbox, tmp_path):
     """pyarrow would import NumPy (~12 MB resident) only for conversions callsync never makes."""
     write_config(tmp_path, sandbox.base_url, media={"dir": str(tmp_path / "media")})
     today = sandbox.data.today.isoformat()
+    yesterday = (sandbox.data.today - timedelta(days=1)).isoformat()  # calls with media even just after midnight
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", NUMPY_PROBE, "backfill", "--start", today, "--end", today,
+        sys.executable, "-c", NUMPY_PROBE, "backfill", "--start", yesterday, "--end", today,
         cwd=tmp_path, env={**os.environ, "CALLSYNC_TOKEN": "sandbox-token"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )

@@ -135,12 +135,13 @@ async def test_server_errors_and_a_rate_limit_still_give_an_exact_copy(bigger_da
 
 async def test_malformed_records_are_kept_with_their_payload_and_fail_the_run(sandbox, make_settings):
     data = sandbox.data
-    calls = data.calls_between(data.today, data.today)
+    day = data.today - timedelta(days=1)  # a whole day of calls: just after midnight today has none yet
+    calls = data.calls_between(day, day)
     bad_date, bad_duration = calls[0]["id"], calls[1]["id"]
     data.override_call(bad_date, started_at="yesterday-ish")
     data.override_call(bad_duration, duration_seconds="long")
     settings = make_settings(sandbox.base_url)
-    summary = await sync.backfill(settings, data.today, data.today, with_media=False)
+    summary = await sync.backfill(settings, day, day, with_media=False)
     assert summary.status == "failed" and summary.exit_code == 1 and summary.rejected == 2
     stored = stored_calls(settings.database.path)
     assert len(stored) == len(calls) - 2
