@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import shutil
 import signal
 import time
@@ -387,6 +388,41 @@ def test_the_media_progress_bar_shows_the_jobs_due_and_an_eta():
     console.print(bar._progress.make_tasks_table(bar._progress.tasks))
     shown = console.export_text()
     assert "media" in shown and "10/40" in shown and "eta" in shown
+
+
+# --- broken answers the client must catch --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("knob", "first_status", "caught_as"),
+    [
+        ("cut_recordings", 0, "Not enough data to satisfy content length header"),
+        ("html_recordings", 200, "expected audio, got Content-Type 'text/html"),
+        ("short_recordings", 200, "Not enough data to satisfy content length header"),
+    ],
+)
+async def test_a_broken_recording_answer_is_retried_and_the_file_ends_byte_exact(
+    sandbox, make_settings, caplog, knob, first_status, caught_as
+):
+    data = sandbox.data
+    setattr(sandbox.faults, knob, True)  # each recording's first answer is broken, the next one whole
+    settings = make_settings(sandbox.base_url, media={"transcripts": False})
+    with caplog.at_level(logging.INFO, logger="callsync.client"):
+        summary = await sync.backfill(settings, data.first_day, data.today)
+    assert summary.status == "ok" and summary.exit_code == 0 and summary.media["failed"] == 0
+    recorded = recorded_calls(data)
+    for call in recorded:
+        answers = [r.status for r in requests_to(sandbox, f"/calls/{call['id']}/recording")]
+        assert answers == [first_status, 200]
+    retries = [r for r in caplog.records if getattr(r, "event", None) == "retry_scheduled"]
+    assert len(retries) == len(recorded) == summary.retries
+    assert all(caught_as in r.error for r in retries), {r.error for r in retries}
+
+    assert_recordings_match(settings, data)
+    files = final_files(settings)
+    assert len(files) == len(recorded)
+    assert all(path.read_bytes() == data.recording_bytes(path.stem) for path in files), "nothing partial"
+    assert not list((settings.media.dir / ".tmp").iterdir())
 
 
 # --- safety -------------------------------------------------------------------------------------

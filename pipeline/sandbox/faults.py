@@ -7,6 +7,10 @@ from dataclasses import asdict, dataclass, fields
 
 _RATES = ("error_rate", "drop_rate", "drift_rate", "drop_after_post_rate")
 _FLAGS = ("redirect_recordings", "foreign_recording_urls", "shuffle_pages")
+# Recording answers that go wrong once per recording, in this order when several are on
+# (the next answer is whole); hold_recordings holds every body while it is on. See broken.py.
+RECORDING_FAULTS = ("cut_recordings", "html_recordings", "short_recordings")
+_FLAGS += RECORDING_FAULTS + ("hold_recordings",)
 
 
 @dataclass
@@ -23,6 +27,10 @@ class Faults:
     # Fraction of POSTs to the API that are acted on (a number bought, a flow created) and
     # then get no answer: the connection is dropped, as when a network fails mid-response.
     drop_after_post_rate: float = 0.0
+    cut_recordings: bool = False  # the connection closes in the middle of the body
+    html_recordings: bool = False  # 200 with an HTML error page instead of audio
+    short_recordings: bool = False  # the body ends before its Content-Length, then the connection closes
+    hold_recordings: bool = False  # all but the last KiB of the body, then held until this is turned off
 
     def update(self, **changes) -> "Faults":
         """Validate and apply changes (e.g. from JSON); raises ValueError on bad names or values."""

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 import pydantic_core
 from aiohttp import web
 
-from . import admin
+from . import admin, broken
 from .catalog import NumberUnavailable
 from .content import NUMBER_TYPES, OUTCOMES
 from .data import SandboxData
@@ -50,6 +50,7 @@ class _Context:
     log: RequestLog
     rng: random.Random
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    broken_recordings: set[tuple[str, str]] = field(default_factory=set)  # (knob, call id) already broken once
     storage_url: Callable[[], str] = lambda: ""
 
 
@@ -287,7 +288,11 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     _recorded_call(ctx, call_id, "this call has no recording")
     if ctx.faults.redirect_recordings:
         raise web.HTTPFound(_storage_location(ctx, call_id))
-    return web.Response(body=ctx.data.recording_bytes(call_id), content_type="audio/mpeg")
+    body = ctx.data.recording_bytes(call_id)
+    answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
+    if answer is not None:
+        return answer
+    return web.Response(body=body, content_type="audio/mpeg")
 
 
 async def get_transcript(request: web.Request) -> web.Response:
@@ -354,6 +359,9 @@ async def storage_recording(request: web.Request) -> web.Response:
     body = ctx.data.recording_bytes(call_id)
     if body is None:
         return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
+    answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
+    if answer is not None:
+        return answer
     return web.Response(body=body, content_type="audio/mpeg")
 
 
