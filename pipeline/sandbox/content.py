@@ -178,13 +178,16 @@ def _timestamps(rng: random.Random, count: int, duration_seconds: int) -> list[f
 
 _MP3_FRAME_HEADER = b"\xff\xfb\x90\x64"  # MPEG-1 layer III, 128 kbit/s
 _MP3_FRAME_BYTES = 417
+# Far below a real 128 kbit/s (16,000 bytes a second), so that demos and benchmarks are
+# about requests, not bytes; SandboxData.recording_bytes_per_second changes it.
+RECORDING_BYTES_PER_SECOND = 40
 
 
-def recording_bytes(call_id: str, duration_seconds: int) -> bytes:
+def recording_bytes(call_id: str, duration_seconds: int, bytes_per_second: int = RECORDING_BYTES_PER_SECOND) -> bytes:
     """An ID3 tag followed by MP3-looking frames of pseudo-random payload."""
     tag = b"ID3\x04\x00\x00\x00\x00\x00\x00"  # ID3v2.4, no frames
     rng = random.Random(_stable_int(call_id, b"recording"))
-    body = bytearray(rng.randbytes(2_000 + int(duration_seconds) * 40 - len(tag)))
+    body = bytearray(rng.randbytes(2_000 + int(duration_seconds) * bytes_per_second - len(tag)))
     for start in range(0, len(body) - _MP3_FRAME_BYTES + 1, _MP3_FRAME_BYTES):
         body[start : start + len(_MP3_FRAME_HEADER)] = _MP3_FRAME_HEADER
     return tag + bytes(body)

@@ -61,6 +61,8 @@ class SandboxData:
         self._mark_recent_transcripts_pending(base)
         # Fields served instead of the generated ones, per call id: how tests get malformed records.
         self.overrides: dict[str, dict] = {}
+        # Recording size per second of call (content.RECORDING_BYTES_PER_SECOND; a real MP3: 16,000).
+        self.recording_bytes_per_second = content.RECORDING_BYTES_PER_SECOND
 
     @classmethod
     def generate(cls, seed: int = 42, calls: int = 20_000, days: int = 60, today: date | None = None,
@@ -168,7 +170,7 @@ class SandboxData:
         if found is None or not found[0].has_recording[found[1]]:
             return None
         calls, row = found
-        return content.recording_bytes(call_id, self._recording_seconds(calls, row))
+        return content.recording_bytes(call_id, self._recording_seconds(calls, row), self.recording_bytes_per_second)
 
     def transcript_pending(self, call_id: str) -> bool:
         found = self._locate(call_id)
