@@ -5,7 +5,8 @@ A media run (``fetch_pending``), top to bottom:
 1. Plan: set-based SQL gives every call with a ``recording_url``/``transcript_url`` a job
    in ``media_jobs`` (one per call and kind) and notices URLs that changed.
 2. Clean ``MEDIA_DIR/.tmp``, where downloads are written before they get their name: a
-   killed run can only have left files there. We hold the run lock, so nobody else writes it.
+   killed run can only have left files there. Runs of other databases may share the folder,
+   so only the temp files of runs that are gone are removed (see ``MediaFolder``).
 3. With ``--verify``, re-hash the stored recordings and reopen what is missing or changed.
 4. Page through the jobs due now (keyset paging) into a bounded queue that
    ``media.concurrency`` workers drain; the client's throttle caps the total on top.

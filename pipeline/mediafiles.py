@@ -7,10 +7,12 @@ media folder, and a file gets its final name only once its bytes are on disk.
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import hashlib
 import io
 import os
 import re
+import secrets
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -21,6 +23,7 @@ from pipeline.errors import DiskError, MediaError
 
 RECORDINGS_DIR = "recordings"
 TEMP_DIR = ".tmp"
+OWNER_SUFFIX = ".owner"
 MAX_STEM = 80
 HASH_CHUNK = 1 << 20
 
@@ -50,7 +53,14 @@ def recording_path(call_id: str, started_at: datetime) -> str:
 
 class MediaFolder:
     """The media folder: temp files in ``.tmp`` (same filesystem, so a rename is atomic),
-    recordings under ``recordings/``. Every path is checked to resolve inside the folder."""
+    recordings under ``recordings/``. Every path is checked to resolve inside the folder.
+
+    Several runs may share the folder (two configs, two accounts, one media dir), each
+    under its own run lock. So every temp file names its owner, ``<owner>.<n>.part``, and
+    the owner (``<pid>-<random>``, one per run) holds ``.tmp/<owner>.owner`` with flock for
+    the whole run. The kernel lets go of that lock when the process dies, kill -9 included:
+    a temp file whose owner file is missing or held by nobody was left by a run that is
+    gone, and only those are cleaned up by others."""
 
     def __init__(self, root: Path, *, syncfs: bool | None = None):
         """``syncfs``: make each batch durable with syncfs(2) (the default where there is
@@ -61,38 +71,116 @@ class MediaFolder:
         self._known_dirs: set[Path] = set()
         self._real_dirs: dict[str, str] = {}
         self._counter = 0
-        self._pid = os.getpid()
+        self.owner = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._owner_file: int | None = None  # this run's owner file, flocked while the run goes
         self._syncfs = None if syncfs is False else _load_syncfs()
         if syncfs and self._syncfs is None:
             raise ValueError("syncfs(2) is not available here")
 
     def prepare(self) -> int:
-        """Create the folder and its temp folder; remove temp files a killed run left. Returns how many."""
+        """Create the folder and its temp folder, take this run's owner file, and remove the
+        temp files of runs that are gone (killed). Returns how many."""
         try:
             self.temp.mkdir(parents=True, exist_ok=True)
             self._real_root = os.path.realpath(self.root)
-            return self._empty_temp()
+            self._claim()
+            return self._remove_orphans()
         except OSError as exc:
             raise disk_error(exc, self.temp) from None
 
     def clean_temp(self) -> None:
-        """Best effort, at the end of a run: temp files of cancelled downloads."""
+        """Best effort, at the end of a run: this run's temp files (cancelled downloads) and
+        its owner file. Other runs' files stay: a live run owns its own, and the next run to
+        start cleans up those of a run that is gone."""
         try:
-            self._empty_temp()
+            with os.scandir(self.temp) as entries:
+                mine = [entry.path for entry in entries if entry.name.startswith(self.owner + ".")]
+            for path in mine:
+                if path != str(self._owner_path()):
+                    os.unlink(path)
         except OSError:
             pass
-
-    def _empty_temp(self) -> int:
-        removed = 0
-        with os.scandir(self.temp) as entries:
-            for entry in entries:
-                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
-                removed += 1
-        return removed
+        finally:
+            self._release()
 
     def new_temp(self) -> Path:
         self._counter += 1
-        return self.temp / f"{self._pid}-{self._counter}.part"
+        return self.temp / f"{self.owner}.{self._counter}.part"
+
+    def _owner_path(self, owner: str | None = None) -> Path:
+        return self.temp / f"{self.owner if owner is None else owner}{OWNER_SUFFIX}"
+
+    def _claim(self) -> None:
+        """Create and flock this run's owner file. A run cleaning up may take a new owner
+        file for a gone run's between its creation and the flock, and remove it: then the
+        file locked is not the one under the name, and it is made again."""
+        if self._owner_file is not None:
+            return
+        path = self._owner_path()
+        while True:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            try:
+                if os.stat(path).st_ino == os.fstat(descriptor).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(descriptor)
+        os.write(descriptor, f"pid {os.getpid()}\n".encode())
+        self._owner_file = descriptor
+
+    def _release(self) -> None:
+        if self._owner_file is None:
+            return
+        descriptor, self._owner_file = self._owner_file, None
+        try:
+            self._owner_path().unlink(missing_ok=True)  # while still locked: nobody takes it for a gone run's
+        finally:
+            os.close(descriptor)
+
+    def _remove_orphans(self) -> int:
+        """Remove the temp files (and owner files) of owners that are gone; returns how many
+        temp files. An owner is gone when its owner file is missing or nobody holds its lock;
+        a gone owner's lock is held here until its files are removed."""
+        with os.scandir(self.temp) as entries:
+            found = [(entry.name, entry.path, entry.is_dir(follow_symlinks=False)) for entry in entries]
+        live: dict[str, bool] = {self.owner: True}
+        gone: list[tuple[int | None, Path]] = []  # owner files of gone runs, locked here
+        removed = 0
+        try:
+            for name, path, is_dir in found:
+                owner = name.split(".", 1)[0]
+                if owner not in live:
+                    live[owner] = self._is_live(owner, gone)
+                if live[owner] or name == owner + OWNER_SUFFIX:
+                    continue
+                shutil.rmtree(path) if is_dir else os.unlink(path)
+                removed += 1
+            for _descriptor, owner_path in gone:
+                owner_path.unlink(missing_ok=True)
+        finally:
+            for descriptor, _ in gone:
+                if descriptor is not None:
+                    os.close(descriptor)
+        return removed
+
+    def _is_live(self, owner: str, gone: list[tuple[int | None, Path]]) -> bool:
+        """Whether a run holds this owner's file; if not, its lock is taken and kept in ``gone``."""
+        path = self._owner_path(owner)
+        try:
+            descriptor = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            gone.append((None, path))
+            return False
+        except OSError:  # not ours to judge (another user's, say): left alone
+            return True
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(descriptor)
+            return True
+        gone.append((descriptor, path))
+        return False
 
     def resolve(self, relative: str) -> Path:
         """The absolute path of a stored file; MediaError if it would land outside the folder.

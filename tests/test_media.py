@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import shutil
 import signal
 import time
@@ -19,7 +20,8 @@ from pipeline import load, media, report, state, sync
 from pipeline.media import Job
 from pipeline import mediafiles
 from pipeline.mediafiles import file_stem, recording_path
-from pipeline.sandbox import SandboxData
+from pipeline.config import load_settings
+from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from tests.conftest import TOKEN, run_cli, start_cli, write_config
 
 
@@ -641,7 +643,8 @@ def test_a_batch_places_what_it_can_and_reports_each_failure(tmp_path, syncfs):
     assert (day / "a.mp3").read_bytes() == b"first"
     assert (day / "c.mp3").read_bytes() == b"spilled to its temp file"
     assert not (tmp_path / "outside.mp3").exists()
-    assert list((tmp_path / "media" / ".tmp").iterdir()) == []  # failed ones leave no temp file
+    # failed ones leave no temp file; the run's owner file stays until the run is over
+    assert [path.name for path in (tmp_path / "media" / ".tmp").iterdir()] == [f"{folder.owner}.owner"]
 
 
 @pytest.mark.skipif(mediafiles._load_syncfs() is None, reason="no syncfs(2) here")
@@ -658,3 +661,95 @@ def test_a_batch_whose_media_folder_is_gone_fails_file_by_file(tmp_path):
     assert [type(result) for result in results] == [FileNotFoundError, FileNotFoundError]
     assert not (tmp_path / "media").exists()
 
+
+
+# --- two databases, one media folder ---------------------------------------------------------
+
+
+def test_a_run_removes_only_the_temp_files_whose_owner_is_gone(tmp_path):
+    root = tmp_path / "media"
+
+    def spilled(folder: mediafiles.MediaFolder, data: bytes) -> Path:
+        spool = mediafiles.Spool(folder.new_temp(), 4)
+        spool.write(data)  # over the limit: in its temp file, on disk
+        spool.close()
+        return spool.temp
+
+    live, killed = mediafiles.MediaFolder(root), mediafiles.MediaFolder(root)
+    live.prepare()
+    killed.prepare()
+    writing, left = spilled(live, b"being written by a live run"), spilled(killed, b"left by a killed run")
+    os.close(killed._owner_file)  # as kill -9 does: the kernel lets go of the flock, the files stay
+    killed._owner_file = None
+    older = root / ".tmp" / "4242-1.part"  # the previous version named temp files <pid>-<n>.part
+    older.write_bytes(b"ID3 partial")
+
+    starting = mediafiles.MediaFolder(root)
+    assert starting.prepare() == 2
+    assert writing.exists() and (root / ".tmp" / f"{live.owner}.owner").exists()
+    assert not left.exists() and not older.exists() and not (root / ".tmp" / f"{killed.owner}.owner").exists()
+
+    starting.clean_temp()
+    assert writing.exists(), "the end of a run removes only its own"
+    live.clean_temp()
+    assert list((root / ".tmp").iterdir()) == []
+
+
+async def test_two_databases_one_media_folder_one_run_killed_mid_download(tmp_path, monkeypatch):
+    """Two real CLI runs (two accounts, two databases) write one media folder; one is killed
+    while both have downloads in their temp files. ~10 s: two CLI processes at once."""
+    monkeypatch.setenv("CALLSYNC_TOKEN", TOKEN)
+    day = datetime.now(timezone.utc).date() - timedelta(days=1)
+    media_dir = tmp_path / "media"
+    temp = media_dir / ".tmp"
+
+    def account(seed: int) -> SandboxData:
+        data = SandboxData.generate(seed=seed, calls=8, days=1, today=day)
+        data.recording_bytes_per_second = 16_000  # a real MP3's size: downloads spill to their temp files
+        return data
+
+    def configured(name: str, api) -> Path:
+        (tmp_path / name).mkdir()
+        return write_config(tmp_path / name, api.base_url, media={"dir": str(media_dir), "transcripts": False})
+
+    def temp_files(process) -> set[Path]:
+        return set(temp.glob(f"{process.pid}-*.part"))
+
+    async def backfill(config: Path):
+        return await start_cli("backfill", "--config", str(config), "--start", str(day), "--end", str(day),
+                               cwd=config.parent)
+
+    survivor_data, victim_data = account(3), account(5)
+    async with run_sandbox(data=survivor_data, faults=Faults(hold_recordings=True)) as survivor_api, \
+            run_sandbox(data=victim_data, faults=Faults(hold_recordings=True)) as victim_api:
+        survivor_config, victim_config = configured("survivor", survivor_api), configured("victim", victim_api)
+        survivor = await backfill(survivor_config)
+        await wait_for(lambda: temp_files(survivor) or survivor.returncode is not None, timeout=60,
+                       what="the survivor's downloads in its temp files")
+        writing = temp_files(survivor)
+        assert writing and survivor.returncode is None
+
+        victim = await backfill(victim_config)  # its start cleans the shared temp folder
+        await wait_for(lambda: temp_files(victim) or victim.returncode is not None, timeout=60,
+                       what="the victim's downloads in its temp files")
+        assert all(path.exists() for path in writing), "a live run's temp files are left alone"
+        victim.send_signal(signal.SIGKILL)
+        await victim.wait()
+        left = temp_files(victim)
+        assert left
+
+        survivor_api.faults.hold_recordings = False
+        _, stderr = await survivor.communicate()
+        assert survivor.returncode == 0, stderr.decode()
+        survivor_settings = load_settings(survivor_config)
+        assert_recordings_match(survivor_settings, survivor_data)
+        assert all(path.exists() for path in left), "the survivor removes only its own temp files"
+        assert not temp_files(survivor)
+
+        victim_api.faults.hold_recordings = False
+        again = await sync.media(load_settings(victim_config))
+        assert again.exit_code == 0 and again.media["temp_files_removed"] == len(left)
+        assert not any(path.exists() for path in left), "the killed run's temp files, cleaned by its next run"
+        assert list(temp.iterdir()) == []
+        assert_recordings_match(load_settings(victim_config), victim_data)
+        assert_recordings_match(survivor_settings, survivor_data)
