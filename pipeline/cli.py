@@ -688,7 +688,7 @@ class _Exit(Exception):
 
 
 class _ProgressBar:
-    """Rich progress bars over windows and media jobs (a sync.Progress); nothing when not
+    """Rich progress bars over days (as their windows commit) and media jobs (a sync.Progress); nothing when not
     on a TTY (cron)."""
 
     def __init__(self, enabled: bool):
@@ -713,13 +713,13 @@ class _ProgressBar:
         if self._progress:
             self._progress.stop()
 
-    def plan(self, windows: int) -> None:
+    def plan(self, days: int) -> None:
         if self._progress:
-            self._windows = self._progress.add_task("windows", total=windows)
+            self._windows = self._progress.add_task("days", total=days)
 
-    def window_done(self, _window: object) -> None:
+    def window_done(self, window: Any) -> None:
         if self._progress and self._windows is not None:
-            self._progress.advance(self._windows)
+            self._progress.advance(self._windows, window.days)
 
     def media_jobs_due(self, jobs: int) -> None:
         if self._progress:

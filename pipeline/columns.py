@@ -69,6 +69,8 @@ class Listings:
     calls: pa.Table  # every valid record of the pages, in order (ids may repeat)
     rejected: list[Rejected]
     metas: list[PageMeta]  # one per page
+    page_calls: tuple[int, ...] = ()  # rows of `calls` from each page, in page order
+    page_records: tuple[int, ...] = ()  # records on each page, valid or rejected
 
 
 def read_listings(bodies: Sequence[bytes]) -> Listings:
@@ -90,12 +92,22 @@ def concat_listings(parts: Sequence[Listings]) -> Listings:
         pa.concat_tables([part.calls for part in parts]) if parts else CALL_SCHEMA.empty_table(),
         [record for part in parts for record in part.rejected],
         [meta for part in parts for meta in part.metas],
+        tuple(rows for part in parts for rows in part.page_calls),
+        tuple(records for part in parts for records in part.page_records),
     )
 
 
 def _read_validated(bodies: Sequence[bytes]) -> Listings:
     pages = [parse_calls_page(body) for body in bodies]
-    return concat_listings([Listings(calls_to_arrow(page.calls), page.rejected, [page.meta]) for page in pages])
+    return concat_listings(
+        [
+            Listings(
+                calls_to_arrow(page.calls), page.rejected, [page.meta],
+                (len(page.calls),), (len(page.calls) + len(page.rejected),),
+            )
+            for page in pages
+        ]
+    )
 
 
 # started_at is read as text: Arrow would take a time without a zone as UTC, pydantic rejects it.
@@ -144,13 +156,22 @@ def _read_plain(bodies: Sequence[bytes]) -> Listings | None:
     calls = pa.Table.from_arrays([*columns, pa.nulls(records.num_rows, pa.string())], schema=CALL_SCHEMA)
     metas = [PageMeta(**{key: value for key, value in (meta or {}).items() if value is not None})
              for meta in table.column("meta").to_pylist()]
-    return Listings(calls, [], metas)
+    rows = tuple(_list_lengths(data))
+    return Listings(calls, [], metas, rows, rows)
 
 
 def _list_values(lists: pa.ListArray) -> pa.Array:
     """The records of every page, without ListArray.flatten: it imports pyarrow.compute (~8 MB)."""
     first, last = lists.offsets[0].as_py(), lists.offsets[-1].as_py()
     return lists.values.slice(first, last - first)
+
+
+def _list_lengths(lists: pa.ChunkedArray) -> list[int]:
+    lengths = []
+    for chunk in lists.chunks:
+        offsets = chunk.offsets.to_pylist()
+        lengths.extend(end - start for start, end in zip(offsets, offsets[1:]))
+    return lengths
 
 
 def _utc_timestamps(values: list[str | None]) -> pa.Array | None:

@@ -59,7 +59,9 @@ class ApiSettings(_Section):
 
 class SyncSettings(_Section):
     start_date: date | None = None
-    window_days: int = Field(1, ge=1, le=366)
+    window_days: int = Field(92, ge=1, le=366)  # the widest a window may be; its size follows the data
+    window_pages: int = Field(20, ge=1, le=1000)  # a window of more than one day holds at most this many pages
+    max_pages_per_window: int = Field(1000, ge=1)  # a day claiming more pages than this is not believed
     lookback_days: int = Field(3, ge=0, le=366)
     per_page: int = Field(100, ge=1, le=1000)
     end_date_inclusive: bool = True

@@ -14,6 +14,7 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── NotFoundError                 404
     │   └── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
+    │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
     ├── DiskError                      1  disk full / permission denied on our own files
     ├── DatabaseLockedError            1  the DuckDB file stayed locked by another process
@@ -85,6 +86,12 @@ class UnsafeUrlError(ApiError):
 
 class WindowNotConvergedError(CallsyncError):
     pass
+
+
+class ImplausibleListingError(WindowNotConvergedError):
+    """The API's listing of a window cannot be true: a total beyond any real account, more
+    rows on a page than its meta.per_page, pages repeating each other, a total no paging
+    reaches. The window fails at once; the rest of the run goes on."""
 
 
 class MediaError(CallsyncError):

@@ -73,37 +73,56 @@ def covered_days(committed: Iterable[tuple[date, date]]) -> set[date]:
     return days
 
 
-def split_skippable(
-    windows: list[Window], committed_days: set[date], refetch_from: date | None = None
+def split_committed(
+    start: date, end: date, committed_days: set[date], refetch_from: date | None = None
 ) -> tuple[list[Window], list[Window]]:
-    """Windows to fetch, and windows whose every day is already committed, which may be
-    skipped; windows ending on or after ``refetch_from`` are always fetched."""
-    to_fetch, skipped = [], []
-    for window in windows:
-        days = {window.start + timedelta(days=offset) for offset in range(window.days)}
-        settled = refetch_from is None or window.end < refetch_from
-        (skipped if settled and days <= committed_days else to_fetch).append(window)
+    """The days of [start, end] as runs of consecutive days to fetch, and runs that may be
+    skipped: days some committed window already covers, whatever its size, except days on
+    or after ``refetch_from``, which are always fetched. A committed window only partly
+    in the range, or crossing ``refetch_from``, is skipped for its covered days before it
+    and fetched again from there."""
+    to_fetch: list[Window] = []
+    skipped: list[Window] = []
+    day = start
+    while day <= end:
+        skip = day in committed_days and (refetch_from is None or day < refetch_from)
+        runs = skipped if skip else to_fetch
+        if runs and runs[-1].end == day - timedelta(days=1):  # the day before was of the same kind
+            runs[-1] = Window(runs[-1].start, day)
+        else:
+            runs.append(Window(day, day))
+        day += timedelta(days=1)
     return to_fetch, skipped
+
+
+def days_of(window: Window) -> list[date]:
+    return [window.start + timedelta(days=offset) for offset in range(window.days)]
+
+
+def skipped_windows(committed: Iterable[tuple[date, date]], skipped: list[Window]) -> int:
+    """How many committed windows lie wholly within the skipped days."""
+    days = {day for window in skipped for day in days_of(window)}
+    return sum(1 for first, last in committed if days.issuperset(covered_days([(first, last)])))
 
 
 @dataclass
 class WatermarkTracker:
-    """Advances through the run's windows in date order as they commit, out of order.
-    Used only from the writer thread."""
+    """Advances through the run's days in date order as windows commit, out of order.
+    Works on days, as windows are sized while the run goes. Used only from the writer thread."""
 
-    windows: list[Window] = field(default_factory=list)
-    done: set[Window] = field(default_factory=set)
+    days: list[date] = field(default_factory=list)
+    done: set[date] = field(default_factory=set)
     position: int = 0
 
     def plan(self, to_fetch: list[Window], skipped: list[Window]) -> None:
-        self.windows = sorted(to_fetch + skipped, key=lambda window: window.start)
-        self.done.update(skipped)
+        self.days = sorted(day for window in to_fetch + skipped for day in days_of(window))
+        self.done.update(day for window in skipped for day in days_of(window))
 
     def mark_done(self, window: Window) -> date | None:
         """Record a committed window; returns the new watermark if it moved."""
-        self.done.add(window)
+        self.done.update(days_of(window))
         moved = False
-        while self.position < len(self.windows) and self.windows[self.position] in self.done:
+        while self.position < len(self.days) and self.days[self.position] in self.done:
             self.position += 1
             moved = True
-        return self.windows[self.position - 1].end if moved else None
+        return self.days[self.position - 1] if moved else None

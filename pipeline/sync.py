@@ -25,21 +25,23 @@ from pipeline.errors import (
     AuthError,
     BudgetExhausted,
     CallsyncError,
+    ImplausibleListingError,
     WindowNotConvergedError,
 )
-from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, split_windows
+from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
 from pipeline.load import Store, WindowBatch, Writer
+from pipeline.windowing import WindowPlanner
 
 log = logging.getLogger("callsync.sync")
 
 class Progress:
     """What a run tells whoever watches it (the CLI's progress bar). Does nothing by default."""
 
-    def plan(self, windows: int) -> None:
-        """The run will fetch this many windows."""
+    def plan(self, days: int) -> None:
+        """The run will fetch this many days (windows are sized as it goes)."""
 
     def window_done(self, window: Window) -> None:
-        """A window is committed."""
+        """A window (``window.days`` days) is committed."""
 
     def media_job_done(self) -> None:
         """A recording or transcript job was attempted (done, not ready, or failed)."""
@@ -56,7 +58,6 @@ class RunSummary:
     run_id: str
     command: str
     status: str = "running"
-    windows_planned: int = 0
     windows_done: int = 0
     windows_skipped: int = 0
     windows_failed: int = 0
@@ -66,6 +67,7 @@ class RunSummary:
     rejected: int = 0
     refetches: int = 0
     requests: int = 0
+    listing_requests: int = 0  # pages of the calls listing asked for
     retries: int = 0
     rate_limited: int = 0
     elapsed_s: float = 0.0
@@ -79,6 +81,11 @@ class RunSummary:
         if self.status == "aborted" and self.error_exit_code is not None:
             return self.error_exit_code
         return 1 if self.status == "failed" else 0
+
+    @property
+    def listing_requests_per_100_calls(self) -> float | None:
+        listed = self.calls_new + self.calls_updated + self.calls_unchanged + self.rejected
+        return 100 * self.listing_requests / listed if listed else None
 
     def add_counts(self, counts: load.CallCounts) -> None:
         self.calls_new += counts.new
@@ -100,6 +107,9 @@ class RunSummary:
             f" calls {self.calls_new} new / {self.calls_updated} updated / {self.calls_unchanged} unchanged,"
             f" {self.rejected} rejected, {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
         )
+        per_100 = self.listing_requests_per_100_calls
+        if per_100 is not None:
+            text += f", {per_100:.2f} listing requests per 100 calls"
         return text + self._media_text() + f", {self.elapsed_s:.1f}s"
 
     def _media_text(self) -> str:
@@ -177,7 +187,7 @@ async def sync(
     """Incremental: from (watermark - lookback_days), or start_date on the first run, through today."""
     today = today or utc_today()
 
-    def plan(conn: duckdb.DuckDBPyConnection) -> tuple[list[Window], list[Window]]:
+    def plan(conn: duckdb.DuckDBPyConnection) -> RunPlan:
         watermark = load.get_state(conn, state.WATERMARK_KEY)
         start, end = state.sync_range(
             today,
@@ -185,13 +195,13 @@ async def sync(
             settings.sync.lookback_days,
             date.fromisoformat(watermark) if watermark else None,
         )
-        windows = split_windows(start, end, settings.sync.window_days)
         if watermark:
-            return windows, []
+            return RunPlan([Window(start, end)])
         # A first sync (or one resuming a first sync that crashed) need not fetch again what a
         # backfill or the crashed run committed, except the recent days it always re-reads.
-        committed = state.covered_days(load.committed_windows(conn, [""]))
-        return state.split_skippable(windows, committed, refetch_from=today - timedelta(days=settings.sync.lookback_days))
+        return _plan_around_committed(
+            conn, start, end, [""], refetch_from=today - timedelta(days=settings.sync.lookback_days)
+        )
 
     return await _run(
         settings,
@@ -219,14 +229,11 @@ async def backfill(
     after today is capped to today: later days have no calls yet, and ``sync`` fetches them."""
     end = _capped_to_today(end)
 
-    def plan(conn: duckdb.DuckDBPyConnection) -> tuple[list[Window], list[Window]]:
-        windows = split_windows(start, end, settings.sync.window_days)
+    def plan(conn: duckdb.DuckDBPyConnection) -> RunPlan:
         if force:
-            return windows, []
+            return RunPlan([Window(start, end)])
         # An unfiltered window also covers every filtered backfill of the same days.
-        scopes = sorted({"", filters.scope})
-        committed = state.covered_days(load.committed_windows(conn, scopes))
-        return state.split_skippable(windows, committed)
+        return _plan_around_committed(conn, start, end, sorted({"", filters.scope}))
 
     args = {"start": start, "end": end, "force": force, **filters.__dict__}
     return await _run(
@@ -252,11 +259,33 @@ def _capped_to_today(end: date) -> date:
     return end
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """The days a run fetches and the days it skips, as runs of consecutive days;
+    windows are cut from ``ranges`` as the run goes (pipeline.windowing)."""
+
+    ranges: list[Window]
+    skipped: list[Window] = field(default_factory=list)
+    windows_skipped: int = 0  # committed windows within the skipped days
+
+    @property
+    def days(self) -> int:
+        return sum(window.days for window in self.ranges)
+
+
+def _plan_around_committed(
+    conn: duckdb.DuckDBPyConnection, start: date, end: date, scopes: list[str], refetch_from: date | None = None
+) -> RunPlan:
+    committed = load.committed_windows(conn, scopes)
+    ranges, skipped = state.split_committed(start, end, state.covered_days(committed), refetch_from)
+    return RunPlan(ranges, skipped, state.skipped_windows(committed, skipped))
+
+
 async def _run(
     settings: Settings,
     command: str,
     args: dict[str, Any],
-    plan: Callable[[duckdb.DuckDBPyConnection], tuple[list[Window], list[Window]]],
+    plan: Callable[[duckdb.DuckDBPyConnection], RunPlan],
     filters: CallFilters,
     *,
     track_watermark: bool,
@@ -267,14 +296,14 @@ async def _run(
     after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
 
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
-        windows, skipped = await writer.run(plan)
-        summary.windows_planned, summary.windows_skipped = len(windows), len(skipped)
-        progress.plan(len(windows))
+        planned = await writer.run(plan)
+        summary.windows_skipped = planned.windows_skipped
+        progress.plan(planned.days)
         await refresh_dimensions(client, writer, summary)
         if tracker is not None:
-            tracker.plan(windows, skipped)
+            tracker.plan(planned.ranges, planned.skipped)
         loader = WindowLoader(client, writer, settings, filters, summary, progress)
-        await loader.load(windows)
+        await loader.load(planned.ranges)
         if with_media:
             await fetch_media(client, writer, settings, summary, progress=progress)
 
@@ -365,9 +394,10 @@ async def refresh_dimensions(client: CallTrackingClient, writer: Writer, summary
 
 
 class WindowLoader:
-    """Fetches windows concurrently (bounded by the client's limits) and hands each
-    verified window to the writer. Memory is bounded by the windows in flight plus
-    the writer's pending rows, not by the size of the range."""
+    """Cuts the ranges into windows (pipeline.windowing), fetches windows concurrently
+    (bounded by the client's limits) and hands each verified window to the writer.
+    Memory is bounded by the windows in flight plus the writer's pending rows, not by
+    the size of the range."""
 
     def __init__(
         self,
@@ -384,7 +414,11 @@ class WindowLoader:
             max_tries=settings.sync.max_window_tries,
             filters=filters,
             end_inclusive=settings.sync.end_date_inclusive,
+            max_pages=settings.sync.max_pages_per_window,
+            concurrency=client.options.max_concurrency,
         )
+        self.max_days = settings.sync.window_days
+        self.window_pages = settings.sync.window_pages
         self.writer = writer
         self.scope = filters.scope
         self.summary = summary
@@ -392,15 +426,23 @@ class WindowLoader:
         self.workers = client.options.max_concurrency
         self._commits: list[asyncio.Future] = []
 
-    async def load(self, windows: list[Window]) -> None:
-        queue = list(reversed(windows))
+    async def load(self, ranges: list[Window]) -> None:
+        planner = WindowPlanner(
+            ranges,
+            max_days=self.max_days,
+            window_pages=self.window_pages,
+            per_page=self.fetcher.per_page,
+            requests_left=self.fetcher.client.throttle.requests_left,
+        )
         try:
             async with asyncio.TaskGroup() as group:
-                for _ in range(min(self.workers, len(windows))):
-                    group.create_task(self._work(queue))
+                for _ in range(self.workers if ranges else 0):
+                    group.create_task(self._work(planner))
         except* CallsyncError as errors:
             await self._drain()
             raise errors.exceptions[0] from None
+        finally:
+            self.summary.listing_requests += self.fetcher.requests
         await self._drain()
 
     async def _drain(self) -> None:
@@ -410,19 +452,38 @@ class WindowLoader:
             await asyncio.gather(*self._commits, return_exceptions=True)
         self.writer.raise_failure()
 
-    async def _work(self, queue: list[Window]) -> None:
-        while queue:
-            window = queue.pop()
+    async def _work(self, planner: WindowPlanner) -> None:
+        while (window := await planner.next()) is not None:
             try:
-                fetched = await self.fetcher.fetch(window)
-            except (AuthError, BudgetExhausted):
-                raise
-            except (ApiError, WindowNotConvergedError) as exc:
-                self.summary.windows_failed += 1
-                self.summary.failures.append(f"window {window}: {exc}")
-                log.error("window %s failed: %s", window, exc, extra={"event": "window_failed", "window": str(window)})
-                continue
-            await self._hand_over(fetched)
+                fetched = await self._fetch(planner, window)
+            finally:
+                planner.done(window)
+            if fetched is not None:
+                await self._hand_over(fetched)
+
+    async def _fetch(self, planner: WindowPlanner, window: Window) -> FetchedWindow | None:
+        """The verified window, or None when the range was cut (its parts are queued) or failed."""
+        try:
+            first = await self.fetcher.first_page(window)
+            if not planner.fits(window, first.metas[0].total, page_size(first)):
+                return None
+            return await self.fetcher.fetch(window, first)
+        except (AuthError, BudgetExhausted):
+            raise
+        except ImplausibleListingError as exc:
+            if window.days > 1:  # pin it down to the day that lies; its neighbours go on
+                log.info("%s; trying each half", exc, extra={"event": "window_halved", "window": str(window)})
+                planner.halve(window)
+                return None
+            self._failed(window, exc)
+        except (ApiError, WindowNotConvergedError) as exc:
+            self._failed(window, exc)
+        return None
+
+    def _failed(self, window: Window, exc: Exception) -> None:
+        self.summary.windows_failed += 1
+        self.summary.failures.append(f"window {window}: {exc}")
+        log.error("window %s failed: %s", window, exc, extra={"event": "window_failed", "window": str(window)})
 
     async def _hand_over(self, fetched: FetchedWindow) -> None:
         window = fetched.window

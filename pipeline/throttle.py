@@ -14,6 +14,11 @@
   ``max_requests_per_hour``; ``budget_note`` says which). When it is spent,
   ``BudgetExhausted`` is raised before sending, so the run can commit what it has
   and pause cleanly.
+- First pages first: a request made inside ``first_in_line()`` (a window's first page,
+  whose answer says how many pages follow) takes the next free slot before requests
+  that were waiting longer (the bulk pages of windows already under way). Served in
+  arrival order, a new window's first page queued behind every page in flight, and
+  the pipeline ran dry while it waited.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Iterator
 
 from pipeline.errors import BudgetExhausted
 
@@ -34,6 +40,53 @@ NEAR_CEILING = 0.9
 CREEP_PER_SECOND = 0.1  # req/s added per second near the ceiling
 MIN_RATE = 0.2
 WINDOW_S = 1.0
+
+# Set by ``first_in_line()`` for the requests made inside it (in that task only).
+_FIRST_IN_LINE: ContextVar[bool] = ContextVar("callsync_first_in_line", default=False)
+
+
+@contextmanager
+def first_in_line() -> Iterator[None]:
+    """Requests made inside this block are served before those waiting without it."""
+    token = _FIRST_IN_LINE.set(True)
+    try:
+        yield
+    finally:
+        _FIRST_IN_LINE.reset(token)
+
+
+class PrioritySlots:
+    """A semaphore whose waiters are served first-in-line ones first, each kind in arrival
+    order. A freed slot is handed straight to the waiter it wakes."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: tuple[deque[asyncio.Future], deque[asyncio.Future]] = (deque(), deque())
+
+    async def acquire(self, first: bool) -> None:
+        if self._free and not (self._waiting[0] or self._waiting[1]):
+            self._free -= 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        queue = self._waiting[0 if first else 1]
+        queue.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass it on
+            else:
+                queue.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        for queue in self._waiting:
+            while queue:
+                waiter = queue.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+        self._free += 1
 
 
 @dataclass
@@ -57,12 +110,16 @@ class Throttle:
         self.max_requests = max_requests
         self.budget_note = ""
         self.stats = RequestStats()
-        self._slots = asyncio.Semaphore(max_concurrency)
+        self._slots = PrioritySlots(max_concurrency)
         self._next_start = 0.0
         self._paused_until = 0.0
         self._last_decrease = 0.0
         self._last_increase = time.monotonic()
         self._recent_successes: deque[float] = deque()
+
+    def requests_left(self) -> int | None:
+        """What the budget still allows (None: no budget)."""
+        return None if self.max_requests is None else max(0, self.max_requests - self.stats.requests)
 
     def set_budget(self, max_requests: int | None, note: str) -> None:
         """Set the request budget before the run's first request (it may depend on earlier runs)."""
@@ -70,9 +127,12 @@ class Throttle:
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
-        async with self._slots:
+        await self._slots.acquire(_FIRST_IN_LINE.get())
+        try:
             await self._wait_turn()
             yield
+        finally:
+            self._slots.release()
 
     async def _wait_turn(self) -> None:
         while True:

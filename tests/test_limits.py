@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 import duckdb
 import pytest
@@ -77,8 +77,12 @@ async def test_request_budget_pauses_cleanly_and_the_next_run_resumes(sandbox, t
     status = await run_cli("status", cwd=tmp_path)
     assert "paused" in status.stdout
     listing_requests = [r for r in api_log(sandbox) if r.path.endswith("/calls") and r.status == 200]
-    windows_fetched = {r.query["start_date"] for r in listing_requests}
-    assert len(windows_fetched) == 10
+    days_fetched = {
+        date.fromisoformat(r.query["start_date"]) + timedelta(days=offset)
+        for r in listing_requests
+        for offset in range((date.fromisoformat(r.query["end_date"]) - date.fromisoformat(r.query["start_date"])).days + 1)
+    }
+    assert len(days_fetched) == 10
     assert len(runs) < 10, "each budgeted run must make progress"
     assert all(r.status != 429 for r in api_log(sandbox))
 
