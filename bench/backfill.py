@@ -1,10 +1,16 @@
 """Benchmark a real `callsync backfill` against the sandbox, each in its own process.
 
 Prints one line per run: calls/s, requests, retries, 429s, wall seconds, peak RSS of
-the callsync process, and the ratio to the floor the API allows:
+the callsync process, the call listing requests against the minimum the API allows,
+and the ratio to the floor that minimum sets:
 
-    floor = pages x latency / max_concurrency     (no rate limit)
-    floor = requests needed / rate_limit          (with --rate-limit)
+    minimum = ceil(calls in the range / 100) listing pages + the dimension requests (2)
+    floor = minimum x latency / max_concurrency   (no rate limit)
+    floor = minimum / rate_limit                  (with --rate-limit)
+
+Listing requests are counted in the sandbox's request log (answered 200; 429s apart).
+With --incremental, the second sync's listing requests are set against the minimum
+for the lookback days it reads again.
 
 Examples:
     uv run python bench/backfill.py --calls 200000 --days 365 --latency-ms 50
@@ -13,6 +19,7 @@ Examples:
     uv run python bench/backfill.py --calls 30000 --days 600 --latency-ms 0 --rate-limit 20
     uv run python bench/backfill.py --calls 200000 --days 365 --incremental
     uv run python bench/backfill.py --calls 1000000 --days 365 --latency-ms 0 --memory-limit 100MB
+    uv run python bench/backfill.py --calls 22000 --days 1095 --latency-ms 0 --rate-limit 5
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from pathlib import Path
 import duckdb
 
 TOKEN = "sandbox-token"
+LOOKBACK_DAYS = 3  # callsync's default [sync] lookback_days
 
 
 def main() -> None:
@@ -50,9 +58,16 @@ def main() -> None:
         run["sandbox_cpu_s"] = sandbox.cpu_seconds() - sandbox_cpu
         report("sync (full)" if args.incremental else "backfill", run, workdir, sandbox, args)
         if args.incremental:
-            before = sandbox.stats()["requests_total"]
+            seen = sandbox.last_seq()
             again = run_callsync(["sync"] + ([] if args.media else ["--no-media"]), workdir)
-            print(f"incremental sync: {sandbox.stats()['requests_total'] - before} requests, {again['wall_s']:.2f}s wall")
+            listing = sandbox.listing_requests(since=seen)
+            lookback = sandbox.calls_between(today - timedelta(days=LOOKBACK_DAYS), today)
+            minimum = max(1, math.ceil(lookback / 100))
+            print(
+                f"incremental sync: {sandbox.last_seq() - seen} requests, {again['wall_s']:.2f}s wall; "
+                f"call listing requests {listing} for {lookback} calls in the {LOOKBACK_DAYS + 1} days read again, "
+                f"minimum {minimum} ({listing / minimum:.2f}x)"
+            )
             print(f"  {again['summary']}")
 
 
@@ -66,7 +81,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--concurrency", type=int, default=16, help="[api] max_concurrency")
     parser.add_argument("--media-concurrency", type=int, default=8, help="[media] concurrency")
-    parser.add_argument("--window-days", type=int, default=1)
+    parser.add_argument("--window-days", type=int, default=None, help="[sync] window_days (default: callsync's)")
     parser.add_argument("--memory-limit", default=None, help="[database] memory_limit, e.g. 100MB")
     parser.add_argument("--media", action="store_true", help="also download recordings and transcripts")
     parser.add_argument("--incremental", action="store_true", help="a full sync, then a sync right after it")
@@ -103,6 +118,20 @@ class Sandbox:
         fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def last_seq(self) -> int:
+        return self.stats()["last_seq"]
+
+    def listing_requests(self, since: int = 0) -> int:
+        """Calls listing requests the sandbox answered with a page (200) since request ``since``."""
+        with urllib.request.urlopen(f"{self.base_url}/_admin/requests?since={since}") as response:
+            records = json.load(response)
+        return sum(1 for record in records if record["path"].endswith("/calls") and record["status"] == 200)
+
+    def calls_between(self, start: date, end: date) -> int:
+        query = f"start_date={start.isoformat()}&end_date={end.isoformat()}"
+        with urllib.request.urlopen(f"{self.base_url}/_admin/calls?{query}") as response:
+            return len(json.load(response))
+
     def stats(self) -> dict:
         with urllib.request.urlopen(f"{self.base_url}/_admin/stats") as response:
             stats = json.load(response)
@@ -114,7 +143,9 @@ def write_config(workdir: Path, base_url: str, args: argparse.Namespace) -> None
     first_day = date.today() - timedelta(days=args.days - 1)
     (workdir / "callsync.toml").write_text(
         f'[api]\nbase_url = "{base_url}"\nmax_concurrency = {args.concurrency}\n'
-        f"[sync]\nwindow_days = {args.window_days}\nstart_date = {first_day.isoformat()}\n"
+        f"[sync]\nstart_date = {first_day.isoformat()}\n"
+        + (f"window_days = {args.window_days}\n" if args.window_days else "")
+        + f"lookback_days = {LOOKBACK_DAYS}\n"
         f'[database]\npath = "bench.duckdb"\n'
         + (f'memory_limit = "{args.memory_limit}"\n' if args.memory_limit else "")
         + f'[media]\ndir = "media"\nconcurrency = {args.media_concurrency}\n'
@@ -152,7 +183,10 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
         ).fetchone()
     expected = sandbox.stats()["calls_total"]
     status = "exact" if calls == expected else f"MISMATCH: {calls} stored, {expected} served"
-    pages = sum(max(1, math.ceil(rows / 100)) for (rows,) in per_window) + 2  # + numbers and flows
+    listing = sandbox.listing_requests()
+    minimum = max(1, math.ceil(expected / 100))
+    one_day_windows = sum(max(1, math.ceil(rows / 100)) for (rows,) in per_window) if len(per_window) == args.days else None
+    pages = minimum + 2  # + numbers and flows
     if args.rate_limit:
         floor = pages / args.rate_limit
     else:
@@ -167,6 +201,12 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
     print(
         f"  {calls / elapsed:,.0f} calls/s, {requests} requests, {retries} retries, {limited} 429s, "
         f"{elapsed:.2f}s in run ({run['wall_s']:.2f}s wall with start-up), peak RSS {run['peak_rss_mb']:.0f} MB, {ratio}"
+    )
+    print(
+        f"  call listing requests {listing} (answered 200), minimum {minimum} = ceil({expected} / 100): "
+        f"{listing / minimum:.3f}x; {len(per_window)} windows"
+        + (f" (one a day: {one_day_windows} pages)" if one_day_windows else "")
+        + (f"; 429s {limited / (requests or 1):.1%} of requests" if args.rate_limit else "")
     )
     if "sandbox_cpu_s" in run:
         print(f"  CPU: callsync {run['cpu_s']:.1f}s, sandbox {run['sandbox_cpu_s']:.1f}s (2 cores shared)")

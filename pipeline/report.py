@@ -90,6 +90,8 @@ def render_status(facts: dict[str, Any]) -> str:
             f" new {run['calls_new']}, updated {run['calls_updated']}, rejected {run['rejected']},"
             f" requests {run['requests']}"
         )
+        if run["listing_requests_per_100_calls"] is not None:
+            line += f" ({run['listing_requests_per_100_calls']:.2f} listing requests per 100 calls)"
         if run["error"]:
             line += f" - {run['error']}"
         lines.append(line)

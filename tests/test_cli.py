@@ -101,6 +101,7 @@ async def test_backfill_prints_a_summary_and_json_logs(sandbox, tmp_path):
         assert "level" in json.loads(line)
     status = await run_cli("status", cwd=tmp_path)
     assert status.code == 0 and "backfill" in status.stdout and "calls" in status.stdout
+    assert "listing requests per 100 calls" in status.stdout
     as_json = json.loads((await run_cli("status", "--format", "json", cwd=tmp_path)).stdout)
     assert as_json["counts"]["calls"] == len(data.calls_between(data.today - timedelta(days=2), data.today))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from datetime import date
 
 _RATES = ("error_rate", "drop_rate", "drift_rate", "drop_after_post_rate")
 _FLAGS = ("redirect_recordings", "foreign_recording_urls", "shuffle_pages")
@@ -11,6 +12,11 @@ _FLAGS = ("redirect_recordings", "foreign_recording_urls", "shuffle_pages")
 # (the next answer is whole); hold_recordings holds every body while it is on. See broken.py.
 RECORDING_FAULTS = ("cut_recordings", "html_recordings", "short_recordings")
 _FLAGS += RECORDING_FAULTS + ("hold_recordings",)
+# A calls listing that cannot be true (see server.list_calls); each applies to the listings
+# whose date range holds listing_fault_day, or to every listing when that is unset.
+_LISTING_FLAGS = ("impossible_total", "repeated_ids")
+IMPOSSIBLE_TOTAL = 1_000_000_000
+OVERSIZED_PER_PAGE = 10  # what meta.per_page says while a page holds oversized_pages records
 
 
 @dataclass
@@ -31,6 +37,19 @@ class Faults:
     html_recordings: bool = False  # 200 with an HTML error page instead of audio
     short_recordings: bool = False  # the body ends before its Content-Length, then the connection closes
     hold_recordings: bool = False  # all but the last KiB of the body, then held until this is turned off
+    impossible_total: bool = False  # meta.total of IMPOSSIBLE_TOTAL
+    oversized_pages: int = 0  # pages hold this many records while meta.per_page says OVERSIZED_PER_PAGE
+    repeated_ids: bool = False  # every page holds page 1's records
+    listing_fault_day: str | None = None  # YYYY-MM-DD
+
+    def listing_faults_apply(self, start: date | None, end: date | None) -> bool:
+        """Do the listing faults apply to a listing of [start, end]?"""
+        if not (self.impossible_total or self.oversized_pages or self.repeated_ids):
+            return False
+        if self.listing_fault_day is None:
+            return True
+        day = date.fromisoformat(self.listing_fault_day)
+        return (start is None or start <= day) and (end is None or day <= end)
 
     def update(self, **changes) -> "Faults":
         """Validate and apply changes (e.g. from JSON); raises ValueError on bad names or values."""
@@ -47,7 +66,14 @@ class Faults:
 
 
 def _checked(name: str, value):
-    if name in _FLAGS:
+    if name == "listing_fault_day":
+        if value is not None:
+            try:
+                date.fromisoformat(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} must be a date as YYYY-MM-DD or null") from None
+        return value
+    if name in _FLAGS or name in _LISTING_FLAGS:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false")
         return value
@@ -59,7 +85,7 @@ def _checked(name: str, value):
         raise ValueError(f"{name} must be between 0 and 1")
     if value < 0 or (name in ("rate_limit", "rate_burst") and value == 0):
         raise ValueError(f"{name} must be positive")
-    return int(value) if name == "rate_burst" else value
+    return int(value) if name in ("rate_burst", "oversized_pages") else value
 
 
 class RateLimiter:

@@ -19,7 +19,7 @@ from . import admin, broken
 from .catalog import NumberUnavailable
 from .content import NUMBER_TYPES, OUTCOMES
 from .data import SandboxData
-from .faults import Faults, RateLimiter, retry_after_header
+from .faults import IMPOSSIBLE_TOTAL, OVERSIZED_PER_PAGE, Faults, RateLimiter, retry_after_header
 from .requests_log import RequestLog, RequestRecord, bearer_token
 
 __all__ = ["TOKENS", "Faults", "RequestRecord", "Sandbox", "build_api_app", "build_storage_app", "run_sandbox"]
@@ -265,8 +265,11 @@ async def list_calls(request: web.Request) -> web.Response:
         raise ApiError(400, "bad_request", f"outcome must be one of {', '.join(OUTCOMES)}")
     if ctx.faults.drift_rate and ctx.rng.random() < ctx.faults.drift_rate:
         ctx.data.insert_late_call(start, end, **filters)
+    base_url = ctx.data.base_url or str(request.url.origin())
     rows, total = ctx.data.query_calls(start, end, **filters, offset=(page - 1) * per_page, limit=per_page,
-                                       base_url=ctx.data.base_url or str(request.url.origin()))
+                                       base_url=base_url)
+    if ctx.faults.listing_faults_apply(start, end):
+        rows, per_page, total = _implausible_listing(ctx, start, end, filters, page, per_page, rows, total, base_url)
     if ctx.faults.foreign_recording_urls:
         for row in rows:
             if row["recording_url"]:
@@ -274,6 +277,20 @@ async def list_calls(request: web.Request) -> web.Response:
     if ctx.faults.shuffle_pages:
         ctx.rng.shuffle(rows)
     return _listing(rows, page, per_page, total)
+
+
+def _implausible_listing(ctx: _Context, start, end, filters, page, per_page, rows, total, base_url):
+    """A listing page as a broken or hostile API serves it (the listing faults)."""
+    faults = ctx.faults
+    if faults.repeated_ids and page > 1:
+        rows, _ = ctx.data.query_calls(start, end, **filters, offset=0, limit=per_page, base_url=base_url)
+    if faults.oversized_pages:
+        per_page = OVERSIZED_PER_PAGE
+        rows, _ = ctx.data.query_calls(start, end, **filters, offset=(page - 1) * per_page,
+                                       limit=faults.oversized_pages, base_url=base_url)
+    if faults.impossible_total:
+        total = IMPOSSIBLE_TOTAL
+    return rows, per_page, total
 
 
 def _recorded_call(ctx: _Context, call_id: str, missing: str) -> None:
