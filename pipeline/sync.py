@@ -482,7 +482,8 @@ class WindowLoader:
 
     def _failed(self, window: Window, exc: Exception) -> None:
         self.summary.windows_failed += 1
-        self.summary.failures.append(f"window {window}: {exc}")
+        message = str(exc)
+        self.summary.failures.append(message if message.startswith(f"window {window}:") else f"window {window}: {message}")
         log.error("window %s failed: %s", window, exc, extra={"event": "window_failed", "window": str(window)})
 
     async def _hand_over(self, fetched: FetchedWindow) -> None:

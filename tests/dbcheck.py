@@ -40,3 +40,8 @@ def assert_same_calls(database: Path, data, start: date | None = None, end: date
 def scalar(database: Path, sql: str, params: list | None = None):
     with duckdb.connect(str(database), read_only=True) as conn:
         return conn.execute(sql, params or []).fetchone()[0]
+
+
+def scalar_rows(database: Path, sql: str, params: list | None = None) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql, params or []).fetchall()
