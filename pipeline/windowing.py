@@ -59,8 +59,10 @@ class WindowPlanner:
         self._reserved: dict[Window, int] = {}  # pages still to come of the windows under way
 
     async def next(self) -> Window | None:
-        """The next range to probe; None once every range is placed. Call ``done`` after."""
-        while not self._todo:
+        """The next range to probe; None once every range is placed. Call ``done`` after.
+        While the budget's last requests belong to windows under way, it waits for them
+        (with none under way it goes on, and the throttle pauses the run cleanly)."""
+        while not self._todo or (self._busy and self._budget_spoken_for()):
             if not self._busy:
                 return None
             self._changed.clear()
@@ -103,6 +105,10 @@ class WindowPlanner:
         if not self.density:
             return self.max_days
         return max(1, min(self.max_days, int(self._target_calls() / self.density)))
+
+    def _budget_spoken_for(self) -> bool:
+        left = self.requests_left()
+        return left is not None and left <= sum(self._reserved.values())
 
     def _most_pages(self) -> int:
         """Pages a window of several days may hold: window_pages, or the budget's last requests
