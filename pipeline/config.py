@@ -34,6 +34,10 @@ FilePath = Annotated[Path, Field(strict=False)]
 
 
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+# A lake schema name that needs no quoting in DuckDB or PostgreSQL (63 bytes: PostgreSQL's limit).
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+# libpq's password=... keyword, or the password in a postgresql://user:password@host URI.
+_CONNINFO_PASSWORD = re.compile(r"(^|[\s:])password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 
 
 class ApiSettings(_Section):
@@ -73,6 +77,19 @@ class DatabaseSettings(_Section):
     # DuckDB's own limit for the writing connection, e.g. "512MB"; None leaves DuckDB's
     # default (80% of RAM). Each commit must fit within it.
     memory_limit: str | None = None
+    # Used by the lake backend (#18, in progress; until it lands, a config that sets lake_catalog
+    # is refused): a DuckLake catalog ("postgres:<libpq conninfo>" or "sqlite:<file>") instead of
+    # `path`, its Parquet files on a folder or s3://, and the account's schema in it.
+    lake_catalog: str | None = None
+    lake_data_path: str | None = None
+    schema_name: str = Field("main", alias="schema")
+
+    @field_validator("schema_name")
+    @classmethod
+    def _identifier(cls, value: str) -> str:
+        if not _SCHEMA.fullmatch(value):
+            raise ValueError("must be lower-case letters, digits and _, starting with a letter or _ (at most 63)")
+        return value
 
     @field_validator("memory_limit")
     @classmethod
@@ -142,7 +159,31 @@ def load_settings(path: str | Path | None, *, required: bool = True) -> Settings
         settings = Settings.model_validate({**raw, "source": config_path})
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(config_path, exc)) from None
+    _check_database_backend(config_path, settings.database)
     return _with_token(_resolve_paths(settings, config_path.parent))
+
+
+def _check_database_backend(config_path: Path, database: DatabaseSettings) -> None:
+    """A DuckDB file or a lake, never both. Messages never repeat lake_catalog: it may hold a secret."""
+    where = f"{config_path}: [database]"
+    if database.lake_catalog is None:
+        for key in ("lake_data_path", "schema_name"):
+            if key in database.model_fields_set:
+                name = DatabaseSettings.model_fields[key].alias or key
+                raise ConfigError(f"{where} {name}: only used with lake_catalog (the lake backend)")
+        return
+    if "path" in database.model_fields_set:
+        raise ConfigError(f"{where} path and lake_catalog: set one, not both (a DuckDB file or a lake)")
+    if not database.lake_catalog.startswith(("postgres:", "sqlite:")):
+        raise ConfigError(f"{where} lake_catalog: must start with 'postgres:' (a libpq connection string) or 'sqlite:'")
+    if _CONNINFO_PASSWORD.search(database.lake_catalog):
+        raise ConfigError(
+            f"{where} lake_catalog: a password never goes in the config file; "
+            "libpq reads PGPASSWORD or ~/.pgpass"
+        )
+    if database.lake_data_path is None:
+        raise ConfigError(f"{where} lake_data_path: required with lake_catalog (a folder or s3://bucket/prefix/)")
+    raise ConfigError(f"{where} lake_catalog: the lake backend is not available in this version yet")
 
 
 def _read_toml(config_path: Path) -> dict:
@@ -215,7 +256,7 @@ def _unquoted_is_valid(text: str, error_type: str) -> bool:
 
 
 def _nearest(name: str, section: type[BaseModel]) -> str:
-    known = [field for field, info in section.model_fields.items() if not info.exclude]
+    known = [info.alias or field for field, info in section.model_fields.items() if not info.exclude]
     close = difflib.get_close_matches(name, known, n=1)
     return f" (did you mean {close[0]}?)" if close else f" (known: {', '.join(known)})"
 
