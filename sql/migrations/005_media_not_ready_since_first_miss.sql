@@ -5,7 +5,10 @@
 -- vendor had not made yet. This counts the misses, and reopens the jobs the old rule closed.
 
 -- Consecutive "not ready yet" answers since missing_since (kept through failed attempts).
-ALTER TABLE media_jobs ADD COLUMN misses INTEGER NOT NULL DEFAULT 0;
+-- NOT NULL in a second statement: duckdb 1.5.5 (the lake extra's) cannot add a column with a
+-- constraint ("Adding columns with constraints not yet supported"); the result is the same.
+ALTER TABLE media_jobs ADD COLUMN misses INTEGER DEFAULT 0;
+ALTER TABLE media_jobs ALTER COLUMN misses SET NOT NULL;
 
 -- Closed by the old rule: status unavailable with its message, "still not available N days
 -- after the call: ...". Jobs unavailable for other reasons keep their status: refused URLs
