@@ -8,6 +8,10 @@ that changes them is noticed.
 - Two INSERT-only writers both commit.
 - merge_adjacent_files / expire_snapshots / cleanup_old_files / delete_orphaned_files compact a
   table and remove the files no snapshot needs, including an orphan a killed run leaves.
+- A lease row in the catalog's PostgreSQL, taken through DuckDB's postgres extension, admits
+  one holder per schema until it expires by PostgreSQL's clock (the one-writer-per-schema lock
+  across machines). postgres_query cannot run INSERT ... RETURNING (it wraps the query in COPY),
+  so the take is a conditional upsert through postgres_execute, then a read of the holder.
 """
 
 from __future__ import annotations
@@ -130,3 +134,39 @@ def test_delete_orphaned_files_spares_files_newer_than_older_than(pg_catalog, co
     spared = con.sql("CALL ducklake_delete_orphaned_files('lake', older_than => now() - INTERVAL 1 HOUR)")
     assert spared.fetchall() == []
     assert in_flight.exists()
+
+
+LEASES = """CREATE TABLE IF NOT EXISTS callsync_leases (
+    lake_schema TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL)"""
+TAKE = """INSERT INTO callsync_leases VALUES ({schema}, {holder}, now() + make_interval(secs => {seconds}))
+ON CONFLICT (lake_schema) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+WHERE callsync_leases.expires_at < now() OR callsync_leases.holder = excluded.holder"""
+HOLDER = "SELECT holder FROM callsync_leases WHERE lake_schema = {schema}"
+
+
+def pg_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def take_lease(con: duckdb.DuckDBPyConnection, schema: str, holder: str, seconds: float) -> bool:
+    """Take (or renew) the schema's lease unless another holder's is still running."""
+    take = TAKE.format(schema=pg_literal(schema), holder=pg_literal(holder), seconds=float(seconds))
+    con.execute("CALL postgres_execute('pg', $sql)", {"sql": take})
+    (held_by,) = con.execute("SELECT * FROM postgres_query('pg', $sql)", {"sql": HOLDER.format(schema=pg_literal(schema))}).fetchone()
+    return held_by == holder
+
+
+def test_a_lease_in_the_catalog_database_admits_one_holder_per_schema_until_it_expires(pg_catalog, connect):
+    first, second = connect(), connect()
+    for con in (first, second):  # as two machines would: each its own connection to the catalog
+        con.execute(f"ATTACH {pg_literal(pg_catalog.removeprefix('postgres:'))} AS pg (TYPE postgres)")
+    first.execute("CALL postgres_execute('pg', $sql)", {"sql": LEASES})
+
+    assert take_lease(first, "brand_a", "host-1 pid 10", seconds=600)
+    assert not take_lease(second, "brand_a", "host-2 pid 20", seconds=600)  # would exit 75
+    assert take_lease(second, "brand_b", "host-2 pid 20", seconds=600)  # another schema: no conflict
+    assert take_lease(first, "brand_a", "host-1 pid 10", seconds=600)  # the holder renews
+
+    # A holder that died: its lease already ran out (as if killed an hour ago).
+    assert take_lease(first, "brand_c", "host-1 pid 11", seconds=-3600)
+    assert take_lease(second, "brand_c", "host-2 pid 21", seconds=600)
