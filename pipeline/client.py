@@ -22,6 +22,7 @@ import email.utils
 import hashlib
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import date
@@ -39,6 +40,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
     AuthError,
@@ -72,6 +74,11 @@ ERROR_BODY_CHARS = 200
 # Methods sent again after any retryable failure: each sets or removes a state, so twice
 # is as once. A POST is sent again only on a 429 or a failed connection (_unless_uncertain).
 REPEATABLE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+ERROR_BODY_BYTES = 64 * 1024
+# A download must bring at least this much every timeout_s, or it is abandoned as stalled
+# (a stream dripping a few bytes a second would otherwise hold its job forever).
+MIN_PROGRESS_BYTES = 64 * 1024
+MAX_DIMENSION_PAGES = 1000
 
 T = TypeVar("T")
 
@@ -111,6 +118,9 @@ class ClientOptions:
     max_requests_per_run: int | None = None
     allow_foreign_hosts: bool = True
     user_agent: str = field(default="callsync")
+    max_page_bytes: int = 16 * MB
+    max_transcript_bytes: int = 32 * MB
+    max_recording_bytes: int = 200 * MB
 
 
 class CallTrackingClient:
@@ -138,7 +148,10 @@ class CallTrackingClient:
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.options.timeout_s),
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
-            headers={"User-Agent": self.options.user_agent, "Accept": "application/json"},
+            headers={"User-Agent": self.options.user_agent, "Accept": "application/json",
+                     "Accept-Encoding": "gzip, deflate"},
+            # Bodies are inflated by pipeline.bodies, within a cap: never by aiohttp, unbounded.
+            auto_decompress=False,
         )
         return self
 
@@ -188,6 +201,9 @@ class CallTrackingClient:
         first = await self.list_numbers(page=1, per_page=per_page)
         numbers = {number.id: number for number in first.data}
         pages = _page_count(first.meta, len(first.data))
+        if pages > MAX_DIMENSION_PAGES:
+            raise ApiError(f"malformed numbers listing: meta.total {first.meta.total} would take {pages} pages"
+                           f" (more than {MAX_DIMENSION_PAGES}); refused")
         rest = await asyncio.gather(*(self.list_numbers(page=p, per_page=per_page) for p in range(2, pages + 1)))
         for listing in rest:
             numbers.update((number.id, number) for number in listing.data)
@@ -197,7 +213,7 @@ class CallTrackingClient:
         self, type: str, *, area_code: str | None = None, display_name: str | None = None
     ) -> TrackingNumber:
         payload = _drop_none(type=type, area_code=area_code, display_name=display_name)
-        body = await self._send("POST", self._api_url("/numbers"), json_body=payload, consume=_read_body)
+        body = await self._send("POST", self._api_url("/numbers"), json_body=payload, consume=self._read_page)
         return self._validate(TrackingNumber, body, "purchased number")
 
     async def list_flows(self, per_page: int = 100) -> list[Flow]:
@@ -205,72 +221,95 @@ class CallTrackingClient:
         page = 1
         while True:
             body = await self._get_bytes("/flows", {"page": page, "per_page": per_page})
-            listing = _json_object(body, "flows listing")
-            records = listing.get("data") or []
-            flows.update((flow.id, flow) for flow in (Flow.from_raw(raw) for raw in records if "id" in raw))
-            meta = PageMeta.model_validate(listing.get("meta") or {})
-            if not records or page >= _page_count(meta, len(records)):
+            records, meta = _flows_page(body)
+            flows.update((flow.id, flow) for flow in records)
+            if not records or page >= min(_page_count(meta, len(records)), MAX_DIMENSION_PAGES):
                 return list(flows.values())
             page += 1
 
     async def create_flow(self, flow: dict[str, Any]) -> Flow:
-        body = await self._send("POST", self._api_url("/flows"), json_body=flow, consume=_read_body)
-        return Flow.from_raw(_json_object(body, "created flow"))
+        body = await self._send("POST", self._api_url("/flows"), json_body=flow, consume=self._read_page)
+        return _flow(_json_object(body, "created flow"), "created flow")
 
     async def update_flow(self, flow_id: str, changes: dict[str, Any]) -> Flow:
         url = self._api_url(f"/flows/{_quote_id(flow_id)}")
-        body = await self._send("PATCH", url, json_body=changes, consume=_read_body)
-        return Flow.from_raw(_json_object(body, "updated flow"))
+        body = await self._send("PATCH", url, json_body=changes, consume=self._read_page)
+        return _flow(_json_object(body, "updated flow"), "updated flow")
 
     async def delete_flow(self, flow_id: str) -> None:
         url = self._api_url(f"/flows/{_quote_id(flow_id)}")
-        await self._send("DELETE", url, consume=_read_body)
+        await self._send("DELETE", url, consume=self._read_page)
 
     async def get_transcript(self, transcript_url: str) -> Transcript:
         """Raises NotFoundError while the vendor has not produced it yet."""
-        body = await self._send("GET", self._resolve(transcript_url), consume=_read_body)
-        return self._validate(Transcript, body, "transcript")
+        return parse_transcript(await self.transcript_body(transcript_url))
+
+    async def transcript_body(self, transcript_url: str) -> bytes:
+        """The transcript's JSON, at most ``max_transcript_bytes`` of it (see columns.transcript_to_arrow)."""
+        return await self._send("GET", self._resolve(transcript_url), consume=self._read_transcript)
 
     def transcript_url(self, call_id: str) -> str:
         return str(self._api_url(f"/calls/{_quote_id(call_id)}/transcript"))
 
     async def download(self, url: str, sink: IO[bytes]) -> Download:
-        """Stream a recording into ``sink`` (rewound on each retry); never held whole in memory."""
+        """Stream a recording into ``sink`` (rewound on each retry); never held whole in memory.
+
+        It asks for the plain bytes; a body compressed anyway is inflated on the way, at most
+        ``max_recording_bytes`` of it. A download bringing less than MIN_PROGRESS_BYTES in
+        timeout_s is abandoned (and retried), however long the whole takes."""
 
         async def stream(response: aiohttp.ClientResponse) -> Download:
             sink.seek(0)
             sink.truncate()
+            where = _describe(response.url)
             content_type = response.headers.get("Content-Type", "")
             if not content_type.startswith(("audio/", "application/octet-stream")):
                 raise RetryableApiError(
-                    f"{_describe(response.url)}: expected audio, got Content-Type {content_type or 'none'!r}",
-                    url=_describe(response.url),
+                    f"{where}: expected audio, got Content-Type {content_type or 'none'!r}", url=where
                 )
+            limit = self.options.max_recording_bytes
+            refuse_declared_size(response, limit, where)
+            inflater = Inflater(response.headers.get("Content-Encoding"), limit, where)
             digest = hashlib.sha256()
-            size = 0
-            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
-                sink.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-            expected = response.content_length
-            if expected is not None and size != expected:
+            async for data in _with_progress(response, inflater, self.options.timeout_s, where):
+                sink.write(data)
+                digest.update(data)
+            expected = response.content_length  # of the bytes on the wire, compressed or not
+            if expected is not None and inflater.wire_bytes != expected:
                 raise RetryableApiError(
-                    f"{_describe(response.url)}: truncated body, {size} of {expected} bytes",
-                    url=_describe(response.url),
+                    f"{where}: truncated body, {inflater.wire_bytes} of {expected} bytes", url=where
                 )
-            return Download(size, digest.hexdigest(), content_type.split(";")[0].strip())
+            return Download(inflater.size, digest.hexdigest(), content_type.split(";")[0].strip())
 
-        return await self._send("GET", self._resolve(url), consume=stream)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.timeout_s,
+                                        sock_read=self.options.timeout_s)
+        return await self._send("GET", self._resolve(url), consume=stream,
+                                headers={"Accept-Encoding": "identity"}, timeout=timeout)
+
+    async def _read_page(self, response: aiohttp.ClientResponse) -> bytes:
+        return await read_capped(response, self.options.max_page_bytes, _describe(response.url))
+
+    async def _read_transcript(self, response: aiohttp.ClientResponse) -> bytes:
+        return await read_capped(response, self.options.max_transcript_bytes, _describe(response.url))
 
     # --- the one request path ----------------------------------------------------
 
     def _api_url(self, path: str) -> URL:
         return self.base_url.with_path(self.base_url.path.rstrip("/") + API_PREFIX + path, encoded=True)
 
-    def _resolve(self, url: str) -> URL:
-        target = self.base_url.join(URL(url))
+    def _resolve(self, url: str, base: URL | None = None) -> URL:
+        """An absolute URL (relative to ``base``, else the API's) we agree to fetch, else UnsafeUrlError."""
+        try:
+            target = (base or self.base_url).join(URL(url))
+            target.host  # noqa: B018  (a malformed host raises only when read)
+        except (ValueError, TypeError):
+            raise UnsafeUrlError(f"not a valid URL: {redact_url(str(url))[:200]!r}") from None
         if target.scheme not in ("http", "https"):
             raise UnsafeUrlError(f"refusing to fetch {target.scheme}: URL", url=_describe(target))
+        if target.raw_user is not None or target.raw_password is not None:
+            raise UnsafeUrlError(
+                f"{_describe(target)}: carries credentials (userinfo before the host); refused", url=_describe(target)
+            )
         if not self._is_api_origin(target) and not self.options.allow_foreign_hosts:
             raise UnsafeUrlError(
                 f"{_describe(target)}: points at another host and media.allow_foreign_hosts is false",
@@ -282,7 +321,7 @@ class CallTrackingClient:
         return (url.scheme, url.host, url.port) == (self.base_url.scheme, self.base_url.host, self.base_url.port)
 
     async def _get_bytes(self, path: str, params: dict[str, Any]) -> bytes:
-        return await self._send("GET", self._api_url(path), params=params, consume=_read_body)
+        return await self._send("GET", self._api_url(path), params=params, consume=self._read_page)
 
     async def _send(
         self,
@@ -292,13 +331,17 @@ class CallTrackingClient:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        headers: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> T:
+        """``headers`` and ``timeout`` add to (or replace) the session's for this request."""
+        extra = _RequestExtras(headers or {}, timeout)
         if params:
             url = url.update_query({key: str(value) for key, value in params.items()})
         # The first attempt runs outside tenacity: setting up its retry state cost about a
         # tenth of the event loop's time on small requests (media), and most requests succeed.
         try:
-            return await self._attempt(method, url, json_body, consume)
+            return await self._attempt(method, url, json_body, consume, extra)
         except RetryableApiError as exc:
             first_failure: RetryableApiError | None = exc
         async for attempt in self._retrying():
@@ -306,15 +349,16 @@ class CallTrackingClient:
                 if first_failure is not None:  # tenacity's attempt 1: the policy sees it as it was
                     failure, first_failure = first_failure, None
                     raise failure
-                return await self._attempt(method, url, json_body, consume)
+                return await self._attempt(method, url, json_body, consume, extra)
         raise AssertionError("unreachable: tenacity reraises")
 
     async def _attempt(
-        self, method: str, url: URL, json_body: Any, consume: Callable[[aiohttp.ClientResponse], Awaitable[T]]
+        self, method: str, url: URL, json_body: Any, consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        extra: _RequestExtras | None = None,
     ) -> T:
         try:
             async with self.throttle.slot():
-                result = await self._exchange(method, url, json_body, consume)
+                result = await self._exchange(method, url, json_body, consume, extra)
         except RetryableApiError as exc:
             raise _unless_uncertain(method, exc) from None
         self.throttle.succeeded()
@@ -351,17 +395,21 @@ class CallTrackingClient:
         url: URL,
         json_body: Any,
         consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        extra: _RequestExtras | None = None,
     ) -> T:
         assert self._session is not None, "use the client as an async context manager"
+        extra = extra or _RequestExtras({}, None)
         for _hop in range(MAX_REDIRECTS + 1):
             headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"} if self._is_api_origin(url) else {}
+            headers.update(extra.headers)
             try:
                 async with self._session.request(
-                    method, url, json=json_body, headers=headers, allow_redirects=False
+                    method, url, json=json_body, headers=headers, allow_redirects=False,
+                    **({"timeout": extra.timeout} if extra.timeout else {}),
                 ) as response:
                     location = response.headers.get("Location")
                     if response.status in REDIRECT_STATUSES and location:
-                        url = self._resolve(str(response.url.join(URL(location))))
+                        url = self._resolve(location, base=response.url)
                         method = "GET" if response.status == 303 else method
                         continue
                     await self._raise_for_status(method, response)
@@ -398,6 +446,10 @@ class CallTrackingClient:
             return model.model_validate_json(body)  # type: ignore[attr-defined]
         except ValidationError as exc:
             raise ApiError(f"malformed {what}: {_first_error(exc)}") from None
+
+
+def parse_transcript(body: bytes) -> Transcript:
+    return CallTrackingClient._validate(Transcript, body, "transcript")
 
 
 def parse_calls_page(body: bytes) -> CallListing:
@@ -456,10 +508,13 @@ def _auth_message(status: int, method: str, detail: str) -> str:
 
 
 async def _error_detail(response: aiohttp.ClientResponse) -> str:
+    """The start of an error body: read within a small cap, inflated if need be."""
     try:
-        text = (await response.text(errors="replace")).strip()
-    except (aiohttp.ClientError, asyncio.TimeoutError):
+        inflater = Inflater(response.headers.get("Content-Encoding"), ERROR_BODY_BYTES, "error body")
+        raw = b"".join([inflater.feed(chunk) async for chunk in response.content.iter_chunked(8192)])
+    except (aiohttp.ClientError, asyncio.TimeoutError, ApiError):
         return ""
+    text = raw.decode("utf-8", errors="replace").strip()
     try:
         body = json.loads(text)
         if isinstance(body, dict):
@@ -470,8 +525,65 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
     return f": {text}" if text else ""
 
 
-async def _read_body(response: aiohttp.ClientResponse) -> bytes:
-    return await response.read()
+@dataclass(frozen=True)
+class _RequestExtras:
+    headers: dict[str, str]
+    timeout: aiohttp.ClientTimeout | None
+
+
+async def _with_progress(response: aiohttp.ClientResponse, inflater: Inflater, timeout_s: float, where: str):
+    """The body's inflated chunks; RetryableApiError once timeout_s passes without
+    MIN_PROGRESS_BYTES more on the wire."""
+    loop = asyncio.get_running_loop()
+    progress = 0
+    try:
+        async with asyncio.timeout(timeout_s) as deadline:
+            async for chunk in response.content.iter_chunked(DOWNLOAD_CHUNK):
+                progress += len(chunk)
+                if progress >= MIN_PROGRESS_BYTES:
+                    progress = 0
+                    deadline.reschedule(loop.time() + timeout_s)
+                yield inflater.feed(chunk)
+            yield inflater.finish()
+    except TimeoutError:
+        raise RetryableApiError(
+            f"{where}: stalled, less than {MIN_PROGRESS_BYTES // 1024} KB in {timeout_s:g} s; abandoned", url=where
+        ) from None
+
+
+def redact_url(url: str) -> str:
+    """A URL with any user:password@ replaced by ***@, for storing and showing."""
+    return _USERINFO.sub(r"\1***@", url)
+
+
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+
+
+def _flows_page(body: bytes) -> tuple[list[Flow], PageMeta]:
+    listing = _json_object(body, "flows listing")
+    records = listing.get("data")
+    if records is None:
+        records = []
+    if not isinstance(records, list):
+        raise ApiError(f"malformed flows listing: data is {_json_kind(records)}, not a list")
+    if not all(isinstance(raw, dict) for raw in records):
+        raise ApiError("malformed flows listing: data holds something other than objects")
+    try:
+        meta = PageMeta.model_validate(listing.get("meta") or {})
+    except ValidationError as exc:
+        raise ApiError(f"malformed flows listing: meta.{_first_error(exc)}") from None
+    return [_flow(raw, "flows listing") for raw in records if "id" in raw], meta
+
+
+def _flow(raw: dict[str, Any], what: str) -> Flow:
+    try:
+        return Flow.from_raw(raw)
+    except ValidationError as exc:
+        raise ApiError(f"malformed {what}: {_first_error(exc)}") from None
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
 
 
 def _describe(url: URL) -> str:
@@ -488,7 +600,7 @@ def _first_error(exc: ValidationError) -> str:
 def _json_object(body: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(f"malformed {what}: not JSON") from None
     if not isinstance(value, dict):
         raise ApiError(f"malformed {what}: expected a JSON object")

@@ -52,6 +52,7 @@ class ApiSettings(_Section):
     backoff_max_s: float = Field(30.0, ge=0)
     max_requests_per_run: int | None = Field(None, ge=1)
     max_requests_per_hour: int | None = Field(None, ge=1)
+    max_page_mb: float = Field(16, gt=0)
 
     @field_validator("base_url")
     @classmethod
@@ -106,6 +107,8 @@ class MediaSettings(_Section):
     concurrency: int = Field(8, ge=1, le=256)
     max_age_days: int = Field(14, ge=0)
     allow_foreign_hosts: bool = True
+    max_transcript_mb: float = Field(32, gt=0)
+    max_recording_mb: float = Field(200, gt=0)
 
 
 class Settings(_Section):

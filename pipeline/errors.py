@@ -12,7 +12,8 @@ maps each to an exit code in one place (``exit_code``)::
     │   │   └── ConnectFailedError        no connection, so the request was never sent
     │   ├── UncertainWriteError           a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
-    │   └── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
+    │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
+    │   └── BodyTooLargeError             a body over its cap ([api]/[media] max_*_mb)
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
@@ -81,6 +82,10 @@ class NotFoundError(ApiError):
 
 
 class UnsafeUrlError(ApiError):
+    pass
+
+
+class BodyTooLargeError(ApiError):
     pass
 
 

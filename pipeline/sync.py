@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable
 import duckdb
 
 from pipeline import clock, columns, load, state
+from pipeline.bodies import MB
 from pipeline.client import CallTrackingClient, ClientOptions
 from pipeline.config import ApiSettings, Settings
 from pipeline.errors import (
@@ -173,6 +174,9 @@ def client_for(settings: Settings) -> CallTrackingClient:
         backoff_max_s=api.backoff_max_s,
         max_requests_per_run=api.max_requests_per_run,
         allow_foreign_hosts=settings.media.allow_foreign_hosts,
+        max_page_bytes=int(api.max_page_mb * MB),
+        max_transcript_bytes=int(settings.media.max_transcript_mb * MB),
+        max_recording_bytes=int(settings.media.max_recording_mb * MB),
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
 
@@ -380,17 +384,28 @@ def _take_request_stats(summary: RunSummary, client: CallTrackingClient) -> None
 
 
 async def refresh_dimensions(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
-    """Tracking numbers and flows: a full refresh each run; vanished rows are marked deleted."""
+    """Tracking numbers and flows: a full refresh each run; vanished rows are marked deleted.
+    Each stands alone: a broken numbers listing does not keep the flows from being stored."""
+    await asyncio.gather(
+        _refresh_dimension(writer, summary, "tracking numbers", client.all_numbers, "refresh_numbers",
+                           columns.numbers_to_arrow),
+        _refresh_dimension(writer, summary, "flows", client.list_flows, "refresh_flows", columns.flows_to_arrow),
+    )
+
+
+async def _refresh_dimension(
+    writer: Writer, summary: RunSummary, what: str, fetch: Callable[[], Awaitable[list]], statement: str,
+    to_arrow: Callable[[list], Any],
+) -> None:
     try:
-        numbers, flows = await asyncio.gather(client.all_numbers(), client.list_flows())
+        rows = await fetch()
     except (AuthError, BudgetExhausted):
         raise
     except ApiError as exc:
-        summary.failures.append(f"dimensions: {exc}")
-        log.error("could not refresh tracking numbers and flows: %s", exc)
+        summary.failures.append(f"{what}: {exc}")
+        log.error("could not refresh %s: %s", what, exc)
         return
-    await writer.run(partial(load.refresh_dimension, statement="refresh_numbers", rows=columns.numbers_to_arrow(numbers)))
-    await writer.run(partial(load.refresh_dimension, statement="refresh_flows", rows=columns.flows_to_arrow(flows)))
+    await writer.run(partial(load.refresh_dimension, statement=statement, rows=to_arrow(rows)))
 
 
 class WindowLoader:
