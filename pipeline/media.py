@@ -50,8 +50,8 @@ from typing import Any, Callable
 import duckdb
 import pyarrow as pa
 
-from pipeline import load
-from pipeline.client import CallTrackingClient, Download
+from pipeline import columns, load
+from pipeline.client import CallTrackingClient, Download, parse_transcript
 from pipeline.config import Settings
 from pipeline.errors import (
     ApiError,
@@ -75,6 +75,12 @@ PLAN_MARGIN = timedelta(days=1)
 FULL_PLAN = datetime(1970, 1, 1, tzinfo=timezone.utc)
 FLUSH_INTERVAL_S = 0.5
 FLUSH_ITEMS = 500
+FLUSH_SEGMENTS = 50_000
+# Finished work is also committed on this timer, so that one download that drags on
+# (or a worker stuck waiting) does not hold back the batch that finished around it.
+FLUSH_TIMER_S = 2.0
+# A transcript body this big is read by Arrow (columns.transcript_to_arrow), not pydantic.
+ARROW_TRANSCRIPT_BYTES = 1 << 20
 SPOOL_BYTES = 1 << 20
 # One file thread: two created and renamed files in the same folders at once, and the
 # kernel spun on the folders' locks (perf: rwsem_spin_on_owner); a demo-sized media run
@@ -186,15 +192,7 @@ RECORDING_SCHEMA = pa.schema(
         ("content_type", pa.string()),
     ]
 )
-SEGMENT_SCHEMA = pa.schema(
-    [
-        ("call_id", pa.string()),
-        ("segment_index", pa.int32()),
-        ("speaker", pa.string()),
-        ("text", pa.string()),
-        ("timestamp", pa.float64()),
-    ]
-)
+SEGMENT_SCHEMA = columns.SEGMENT_SCHEMA
 
 
 @dataclass
@@ -205,6 +203,8 @@ class Finished:
     recordings: list[tuple] = field(default_factory=list)
     transcripts: list[str] = field(default_factory=list)
     segments: list[tuple] = field(default_factory=list)
+    segment_tables: list[pa.Table] = field(default_factory=list)  # big transcripts, read by Arrow
+    segment_rows: int = 0
 
     def __len__(self) -> int:
         return len(self.outcomes)
@@ -216,7 +216,9 @@ def commit_finished(conn: duckdb.DuckDBPyConnection, finished: Finished) -> None
         "outcomes": pa.Table.from_pylist([vars(outcome) for outcome in finished.outcomes], OUTCOME_SCHEMA),
         "fetched_recordings": pa.Table.from_arrays(_columns(finished.recordings, 5), schema=RECORDING_SCHEMA),
         "fetched_transcripts": pa.table({"call_id": pa.array(finished.transcripts, pa.string())}),
-        "fetched_segments": pa.Table.from_arrays(_columns(finished.segments, 5), schema=SEGMENT_SCHEMA),
+        "fetched_segments": pa.concat_tables(
+            [pa.Table.from_arrays(_columns(finished.segments, 5), schema=SEGMENT_SCHEMA), *finished.segment_tables]
+        ),
     }
     with load.transaction(conn):
         for name, table in tables.items():
@@ -242,17 +244,27 @@ class Batcher:
         self._last_flush = time.monotonic()
         self._commits: list[asyncio.Future] = []
 
-    def add(self, outcome: Outcome, *, recording: tuple | None = None, segments: list[tuple] | None = None) -> None:
+    def add(self, outcome: Outcome, *, recording: tuple | None = None, segments: list[tuple] | pa.Table | None = None) -> None:
         finished = self._finished
         finished.outcomes.append(outcome)
         if recording is not None:
             finished.recordings.append(recording)
         if segments is not None:
             finished.transcripts.append(outcome.call_id)
-            finished.segments.extend(segments)
+            if isinstance(segments, pa.Table):
+                finished.segment_tables.append(segments)
+                finished.segment_rows += segments.num_rows
+            else:
+                finished.segments.extend(segments)
+                finished.segment_rows += len(segments)
 
     def due(self) -> bool:
-        return len(self._finished) >= FLUSH_ITEMS or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S
+        finished = self._finished
+        return (len(finished) >= FLUSH_ITEMS or finished.segment_rows >= FLUSH_SEGMENTS
+                or time.monotonic() - self._last_flush >= FLUSH_INTERVAL_S)
+
+    def waiting(self) -> bool:
+        return bool(self._finished.outcomes)
 
     async def flush(self) -> None:
         finished, self._finished = self._finished, Finished()
@@ -334,6 +346,8 @@ class MediaFetcher:
         self._downloading = workers
         self._files = ThreadPoolExecutor(PLACERS, thread_name_prefix="callsync-media")
         self._group: asyncio.TaskGroup | None = None
+        self._timer: asyncio.Task | None = None
+        self._placers = PLACERS
 
     async def run(self, *, ignore_backoff: bool) -> None:
         workers = self.settings.concurrency
@@ -343,6 +357,7 @@ class MediaFetcher:
                 self._group.create_task(self._produce(queue, workers, ignore_backoff))
                 for _ in range(workers):
                     self._group.create_task(self._work(queue))
+                self._timer = self._group.create_task(self._flush_on_timer())
                 for _ in range(PLACERS):
                     self._group.create_task(self._place_batches())
         except* CallsyncError as errors:
@@ -351,6 +366,13 @@ class MediaFetcher:
         finally:
             self._files.shutdown(wait=False)
         await self.batcher.close()
+
+    async def _flush_on_timer(self) -> None:
+        """Every FLUSH_TIMER_S, commit what finished, until the last placer is done."""
+        while True:
+            await asyncio.sleep(FLUSH_TIMER_S)
+            if self.batcher.waiting():
+                await self.batcher.flush()
 
     async def _close_quietly(self) -> None:
         """After a fatal error: commit what finished, but let the first error be the one reported."""
@@ -407,6 +429,9 @@ class MediaFetcher:
             await self._record(refused(job, str(exc)))
         except (ApiError, MediaError) as exc:
             await self._record(failed(job, now, str(exc)))
+        except Exception as exc:  # noqa: BLE001  a hostile answer we did not foresee: this job fails, not the run
+            log.debug("%s of %s: unexpected error", job.kind, job.call_id, exc_info=True)
+            await self._record(failed(job, now, f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"))
         return False
 
     async def _record(self, outcome: Outcome, **stored: Any) -> None:
@@ -459,6 +484,9 @@ class MediaFetcher:
             )
             for placement, error in zip(batch, results):
                 await self._placed(placement, error)
+        self._placers -= 1
+        if not self._placers and self._timer is not None:  # the last placer: no more work to finish
+            self._timer.cancel()
 
     async def _placed(self, placement: Placement, error: OSError | MediaError | None) -> None:
         job = placement.job
@@ -477,11 +505,16 @@ class MediaFetcher:
             self.on_job_done()
 
     async def _fetch_transcript(self, job: Job, now: datetime) -> None:
-        transcript = await self.client.get_transcript(job.url)
-        segments = [
-            (job.call_id, index, segment.speaker, segment.text, segment.timestamp)
-            for index, segment in enumerate(transcript.segments)
-        ]
+        body = await self.client.transcript_body(job.url)
+        segments: list[tuple] | pa.Table
+        if len(body) >= ARROW_TRANSCRIPT_BYTES:
+            segments = await asyncio.to_thread(columns.transcript_to_arrow, job.call_id, body)
+        else:
+            segments = [
+                (job.call_id, index, segment.speaker, segment.text, segment.timestamp)
+                for index, segment in enumerate(parse_transcript(body).segments)
+            ]
+        del body
         self.counts.downloaded += 1
         self.counts.transcripts += 1
         await self._record(done(job, now), segments=segments)
