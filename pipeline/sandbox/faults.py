@@ -41,6 +41,21 @@ class Faults:
     oversized_pages: int = 0  # pages hold this many records while meta.per_page says OVERSIZED_PER_PAGE
     repeated_ids: bool = False  # every page holds page 1's records
     listing_fault_day: str | None = None  # YYYY-MM-DD
+    # A hostile API (issue #22; answers in hostile.py). Page knobs hit the listings whose
+    # dates hold fault_day, media knobs the media of fault_call; unset, they hit everything.
+    fault_day: str | None = None  # YYYY-MM-DD
+    fault_call: str | None = None
+    page_gzip_bomb_mb: float = 0  # calls pages: gzip inflating to this many MB (0: off)
+    recording_gzip_bomb_mb: float = 0  # recordings: the same
+    gzip_recordings: bool = False  # recordings gzip-compressed, even when identity was asked
+    numbers_shape: str = "ok"  # ok, array, data_object, wrong_types
+    flows_shape: str = "ok"
+    calls_shape: str = "ok"
+    transcript_shape: str = "ok"
+    userinfo_urls: bool = False  # media URLs carry user:pass@ (on their own host)
+    media_url_host: str | None = None  # media URLs point at this origin instead, e.g. http://169.254.169.254
+    endless_recordings: bool = False  # a recording that streams a few bytes every 50 ms, forever
+    huge_transcript_segments: int = 0  # the transcript holds this many segments (0: off)
 
     def listing_faults_apply(self, start: date | None, end: date | None) -> bool:
         """Do the listing faults apply to a listing of [start, end]?"""
@@ -65,7 +80,30 @@ class Faults:
         return asdict(self)
 
 
+_HOSTILE_FLAGS = ("gzip_recordings", "userinfo_urls", "endless_recordings")
+_SHAPE_KNOBS = ("numbers_shape", "flows_shape", "calls_shape", "transcript_shape")
+_TEXT_KNOBS = ("fault_day", "fault_call", "media_url_host")
+
+
+def _checked_hostile(name: str, value):
+    if name in _HOSTILE_FLAGS:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be true or false")
+    elif name in _SHAPE_KNOBS:
+        if value not in ("ok", "array", "data_object", "wrong_types"):
+            raise ValueError(f"{name} must be one of ok, array, data_object, wrong_types")
+    elif value is not None and not isinstance(value, str):
+        raise ValueError(f"{name} must be a string or null")
+    elif name == "fault_day" and value is not None:
+        date.fromisoformat(value)
+    elif name == "media_url_host" and value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("media_url_host must be an http(s) origin")
+    return value
+
+
 def _checked(name: str, value):
+    if name in _HOSTILE_FLAGS + _SHAPE_KNOBS + _TEXT_KNOBS:
+        return _checked_hostile(name, value)
     if name == "listing_fault_day":
         if value is not None:
             try:
@@ -85,6 +123,8 @@ def _checked(name: str, value):
         raise ValueError(f"{name} must be between 0 and 1")
     if value < 0 or (name in ("rate_limit", "rate_burst") and value == 0):
         raise ValueError(f"{name} must be positive")
+    if name in _HOSTILE_FLAGS + _SHAPE_KNOBS + _TEXT_KNOBS:
+        return _checked_hostile(name, value)
     return int(value) if name in ("rate_burst", "oversized_pages") else value
 
 

@@ -15,7 +15,7 @@ from typing import AsyncIterator, Callable
 import pydantic_core
 from aiohttp import web
 
-from . import admin, broken
+from . import admin, broken, hostile
 from .catalog import NumberUnavailable
 from .content import NUMBER_TYPES, OUTCOMES
 from .data import SandboxData
@@ -239,6 +239,9 @@ def _ctx(request: web.Request) -> _Context:
 async def list_numbers(request: web.Request) -> web.Response:
     page, per_page = _paging(request)
     numbers = _ctx(request).data.numbers
+    if _ctx(request).faults.numbers_shape != "ok":
+        return hostile.listing(_page_of(numbers, page, per_page), page, per_page, len(numbers),
+                               _ctx(request).faults.numbers_shape)
     return _listing(_page_of(numbers, page, per_page), page, per_page, len(numbers))
 
 
@@ -276,6 +279,10 @@ async def list_calls(request: web.Request) -> web.Response:
                 row["recording_url"] = _storage_location(ctx, row["id"])
     if ctx.faults.shuffle_pages:
         ctx.rng.shuffle(rows)
+    hostile.rewrite_media_urls(ctx.faults, rows)
+    answer = hostile.calls_page(ctx.faults, start, end, rows, page, per_page, total)
+    if answer is not None:
+        return answer
     return _listing(rows, page, per_page, total)
 
 
@@ -306,7 +313,9 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     if ctx.faults.redirect_recordings:
         raise web.HTTPFound(_storage_location(ctx, call_id))
     body = ctx.data.recording_bytes(call_id)
-    answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
+    answer = await hostile.recording(request, ctx.faults, call_id, body)
+    if answer is None:
+        answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
     if answer is not None:
         return answer
     return web.Response(body=body, content_type="audio/mpeg")
@@ -317,12 +326,18 @@ async def get_transcript(request: web.Request) -> web.Response:
     _recorded_call(ctx, call_id, "this call has no transcript")
     if ctx.data.transcript_pending(call_id):
         raise ApiError(404, "not_found", "transcript not ready")
+    answer = hostile.transcript_answer(ctx.faults, call_id, ctx.data.transcript(call_id))
+    if answer is not None:
+        return answer
     return _json(ctx.data.transcript(call_id))
 
 
 async def list_flows(request: web.Request) -> web.Response:
     page, per_page = _paging(request)
     flows = list(_ctx(request).data.flows.values())
+    if _ctx(request).faults.flows_shape != "ok":
+        return hostile.listing(_page_of(flows, page, per_page), page, per_page, len(flows),
+                               _ctx(request).faults.flows_shape)
     return _listing(_page_of(flows, page, per_page), page, per_page, len(flows))
 
 
@@ -376,7 +391,9 @@ async def storage_recording(request: web.Request) -> web.Response:
     body = ctx.data.recording_bytes(call_id)
     if body is None:
         return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
-    answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
+    answer = await hostile.recording(request, ctx.faults, call_id, body)
+    if answer is None:
+        answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
     if answer is not None:
         return answer
     return web.Response(body=body, content_type="audio/mpeg")
@@ -442,13 +459,13 @@ async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRun
 
 @asynccontextmanager
 async def run_sandbox(data: SandboxData | None = None, faults: Faults | None = None, host: str = "127.0.0.1",
-                      port: int = 0, storage_port: int = 0) -> AsyncIterator[Sandbox]:
-    """Serve the API host and the storage host until the block exits."""
+                      port: int = 0, storage_port: int = 0, storage_host: str | None = None) -> AsyncIterator[Sandbox]:
+    """Serve the API host and the storage host (on ``host`` too unless ``storage_host``) until the block exits."""
     data = data or SandboxData.generate()
     faults = faults or Faults()
     log, rng = RequestLog(), random.Random(f"faults-{data.seed}")
-    storage_runner, storage_url = await _serve(build_storage_app(data, faults, log=log, rng=rng), host,
-                                               storage_port)
+    storage_runner, storage_url = await _serve(build_storage_app(data, faults, log=log, rng=rng),
+                                               storage_host or host, storage_port)
     try:
         api_app = build_api_app(data, faults, lambda: storage_url, log=log, rng=rng)
         api_runner, base_url = await _serve(api_app, host, port)
