@@ -273,6 +273,7 @@ class Batcher:
             return
         self._check_commits()
         future = await self.writer.submit(partial(commit_finished, finished=finished), rows=len(finished))
+        future.add_done_callback(partial(_log_commit, jobs=len(finished)))
         self._commits.append(future)
 
     def _check_commits(self) -> None:
@@ -293,6 +294,11 @@ class Batcher:
             if errors:
                 raise errors[0]
         self.writer.raise_failure()
+
+
+def _log_commit(future: asyncio.Future, jobs: int) -> None:
+    if not future.cancelled() and future.exception() is None:
+        log.debug("%d media jobs committed", jobs, extra={"event": "media_committed", "jobs": jobs})
 
 
 # --- the run ---------------------------------------------------------------------------
