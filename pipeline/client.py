@@ -40,6 +40,7 @@ from tenacity import (
 )
 from yarl import URL
 
+from pipeline.addresses import AddressGuard, GuardedResolver, Reach
 from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
@@ -121,6 +122,10 @@ class ClientOptions:
     max_page_bytes: int = 16 * MB
     max_transcript_bytes: int = 32 * MB
     max_recording_bytes: int = 200 * MB
+    allow_private_addresses: bool = False
+    # How internal the API is (pipeline.addresses); None: found from its resolved address.
+    api_reach: Reach | None = None
+    resolver: Any = None  # an aiohttp AbstractResolver to ask instead of the system's
 
 
 class CallTrackingClient:
@@ -136,6 +141,7 @@ class CallTrackingClient:
             self.options.max_requests_per_run,
         )
         self._session: aiohttp.ClientSession | None = None
+        self._guard: AddressGuard | None = None
 
     def __repr__(self) -> str:
         return f"CallTrackingClient(base_url={str(self.base_url)!r})"
@@ -145,9 +151,13 @@ class CallTrackingClient:
         return self.throttle.stats
 
     async def __aenter__(self) -> CallTrackingClient:
+        self._guard = AddressGuard(
+            self.base_url.host or "", allow_private=self.options.allow_private_addresses,
+            api_reach=self.options.api_reach, resolver=self.options.resolver,
+        )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.options.timeout_s),
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, resolver=GuardedResolver(self._guard)),
             headers={"User-Agent": self.options.user_agent, "Accept": "application/json",
                      "Accept-Encoding": "gzip, deflate"},
             # Bodies are inflated by pipeline.bodies, within a cap: never by aiohttp, unbounded.
@@ -162,6 +172,9 @@ class CallTrackingClient:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._guard is not None:
+            await GuardedResolver(self._guard).close()
+            self._guard = None
 
     # --- endpoints -------------------------------------------------------------
 
@@ -399,7 +412,10 @@ class CallTrackingClient:
     ) -> T:
         assert self._session is not None, "use the client as an async context manager"
         extra = extra or _RequestExtras({}, None)
+        guard = self._guard
+        assert guard is not None
         for _hop in range(MAX_REDIRECTS + 1):
+            await guard.check(url.host or "")  # a name is checked by the resolver, on the address it gives
             headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"} if self._is_api_origin(url) else {}
             headers.update(extra.headers)
             try:

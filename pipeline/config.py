@@ -107,6 +107,7 @@ class MediaSettings(_Section):
     concurrency: int = Field(8, ge=1, le=256)
     max_age_days: int = Field(14, ge=0)
     allow_foreign_hosts: bool = True
+    allow_private_addresses: bool = False
     max_transcript_mb: float = Field(32, gt=0)
     max_recording_mb: float = Field(200, gt=0)
 

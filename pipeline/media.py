@@ -17,7 +17,8 @@ A media run (``fetch_pending``), top to bottom:
    batch on Linux, else an fsync per file) and renamed to ``recordings/YYYY/MM/DD/<name>.mp3``,
    and then the renames are made durable. The event loop does no file I/O. Only a file
    durable under its name is committed as done. Finished work is
-   committed in batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``.
+   committed in batches: one writer work item every ``FLUSH_INTERVAL_S`` or ``FLUSH_ITEMS``,
+   and on a timer (``FLUSH_TIMER_S``) so that a download that drags on holds back nothing.
 
 A 404 means "not ready yet": the job stays pending and is asked again on every run,
 with growing gaps once it has been missing for a day. It becomes ``unavailable`` only
@@ -25,8 +26,9 @@ once it has been missing for ``media.max_age_days`` since callsync's first miss 
 since the call: a backfill asks for old calls whose media the vendor may make only now)
 and has been asked at least MIN_MISSES times. A failed download (after the client's retries)
 is ``failed`` and retried on later runs with back-off. A URL we refuse to fetch
-(foreign host while ``allow_foreign_hosts`` is false, not http(s)) is ``unavailable``
-with the reason in ``last_error``. A disk error stops the run (``DiskError``).
+(foreign host while ``allow_foreign_hosts`` is false, not http(s), credentials in it, an
+address more internal than the API's: pipeline.addresses) is ``unavailable`` with the
+reason in ``last_error``. A body over its cap is ``failed``. A disk error stops the run (``DiskError``).
 
 The counts returned, per run: ``downloaded`` (and per kind ``recordings``,
 ``transcripts``), ``bytes`` of recordings, ``not_ready`` (404s), ``failed`` and
@@ -574,6 +576,7 @@ def plan_jobs(conn: duckdb.DuckDBPyConnection, settings, now: datetime) -> None:
             recordings=settings.recordings,
             transcripts=settings.transcripts,
             allow_foreign_hosts=settings.allow_foreign_hosts,
+            allow_private_addresses=settings.allow_private_addresses,
         )
         load.set_state(conn, PLAN_STATE_KEY, f"{now.isoformat()} {plan}")
 

@@ -177,6 +177,7 @@ def client_for(settings: Settings) -> CallTrackingClient:
         max_page_bytes=int(api.max_page_mb * MB),
         max_transcript_bytes=int(settings.media.max_transcript_mb * MB),
         max_recording_bytes=int(settings.media.max_recording_mb * MB),
+        allow_private_addresses=settings.media.allow_private_addresses,
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
 

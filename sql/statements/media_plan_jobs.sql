@@ -37,3 +37,7 @@ WHERE j.call_id = u.call_id AND j.kind = u.kind AND j.url IS DISTINCT FROM u.url
 -- Links refused only because they point at another host: asked again once that is allowed.
 UPDATE media_jobs SET status = 'pending', next_attempt_at = NULL
 WHERE $allow_foreign_hosts AND status = 'unavailable' AND last_error LIKE '%allow_foreign_hosts%';
+
+-- Links refused only because they lead to a private or loopback address: asked again once allowed.
+UPDATE media_jobs SET status = 'pending', next_attempt_at = NULL
+WHERE $allow_private_addresses AND status = 'unavailable' AND last_error LIKE '%allow_private_addresses%';
