@@ -342,3 +342,153 @@ async def test_a_recording_streaming_forever_is_abandoned_and_holds_back_nothing
     assert not files_under(tmp_path / "media" / ".tmp")
     assert_media_exact(database, tmp_path / "media", data, except_recording=endless)
 
+
+
+# --- no reach inside the network -------------------------------------------------------------
+
+
+def test_addresses_are_ranked_by_how_internal_they_are():
+    from pipeline.addresses import Reach, reach_of
+
+    cases = {
+        "93.184.216.34": Reach.PUBLIC, "2606:2800:220:1::1": Reach.PUBLIC,
+        "10.1.2.3": Reach.PRIVATE, "172.16.0.1": Reach.PRIVATE, "192.168.1.1": Reach.PRIVATE,
+        "100.64.0.1": Reach.PRIVATE, "fd00::2": Reach.PRIVATE, "::ffff:10.0.0.1": Reach.PRIVATE,
+        "127.0.0.1": Reach.LOOPBACK, "127.0.0.2": Reach.LOOPBACK, "::1": Reach.LOOPBACK,
+        "::ffff:127.0.0.1": Reach.LOOPBACK, "64:ff9b::7f00:1": Reach.LOOPBACK,
+        "169.254.169.254": Reach.NEVER, "fe80::1%eth0": Reach.NEVER, "::ffff:169.254.169.254": Reach.NEVER,
+        "224.0.0.1": Reach.NEVER, "ff02::1": Reach.NEVER, "0.0.0.0": Reach.NEVER, "::": Reach.NEVER,
+        "240.0.0.1": Reach.NEVER, "255.255.255.255": Reach.NEVER,
+    }
+    assert {address: reach_of(address) for address in cases} == cases
+
+
+def test_a_host_may_not_be_more_internal_than_the_api():
+    from pipeline.addresses import AddressPolicy, Reach
+
+    public, private, loopback, metadata = "93.184.216.34", "10.0.0.5", "127.0.0.1", "169.254.169.254"
+    allowed = {
+        Reach.PUBLIC: {public},
+        Reach.PRIVATE: {public, private},
+        Reach.LOOPBACK: {public, private, loopback},
+    }
+    for api_reach, expected in allowed.items():
+        policy = AddressPolicy(api_reach)
+        assert {a for a in (public, private, loopback, metadata) if policy.refusal(a) is None} == expected
+        opened = AddressPolicy(api_reach, allow_private=True)
+        assert {a for a in (public, private, loopback, metadata) if opened.refusal(a) is None} == {public, private, loopback}
+    assert "more internal than the API's (public)" in AddressPolicy(Reach.PUBLIC).refusal(loopback)
+    assert "always refused" in AddressPolicy(Reach.LOOPBACK, allow_private=True).refusal(metadata)
+
+
+class NamesResolver:
+    """A resolver that knows a few names (as a hostile DNS would answer), for the client's connector."""
+
+    def __init__(self, names: dict[str, list[str]]):
+        self.names = names
+
+    async def resolve(self, host, port=0, family=0):
+        import socket
+
+        addresses = self.names.get(host)
+        if addresses is None:
+            raise OSError(f"unknown host {host}")
+        return [{"hostname": host, "host": address, "port": port, "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                 "proto": 0, "flags": 0} for address in addresses]
+
+    async def close(self):
+        pass
+
+
+async def test_names_are_judged_by_the_addresses_they_resolve_to():
+    from pipeline.addresses import AddressGuard, GuardedResolver, Reach
+    from pipeline.errors import UnsafeUrlError
+
+    names = NamesResolver({"storage.example.com": ["127.0.0.1"], "mixed.example.com": ["10.0.0.1", "93.184.216.34"],
+                           "metadata.example.com": ["169.254.169.254"]})
+    public_api = GuardedResolver(AddressGuard("api.example.com", allow_private=False, api_reach=Reach.PUBLIC, resolver=names))
+    with pytest.raises(UnsafeUrlError, match="storage.example.com resolves to 127.0.0.1 is a loopback address"):
+        await public_api.resolve("storage.example.com", 80)
+    assert [entry["host"] for entry in await public_api.resolve("mixed.example.com", 80)] == ["93.184.216.34"]
+    loopback_api = GuardedResolver(AddressGuard("localhost", allow_private=False, api_reach=Reach.LOOPBACK, resolver=names))
+    assert [entry["host"] for entry in await loopback_api.resolve("storage.example.com", 80)] == ["127.0.0.1"]
+    opened = GuardedResolver(AddressGuard("api.example.com", allow_private=True, api_reach=Reach.PUBLIC, resolver=names))
+    with pytest.raises(UnsafeUrlError, match="always refused"):
+        await opened.resolve("metadata.example.com", 80)
+
+
+async def test_a_redirect_from_a_public_looking_api_to_loopback_is_refused(data):
+    """The sandbox's API stands for a public one (api_reach): its redirect to the storage host on
+    127.0.0.2, and a name that resolves to loopback, are refused before any connection."""
+    import io
+
+    from pipeline.addresses import Reach
+    from pipeline.client import CallTrackingClient, ClientOptions
+    from pipeline.errors import UnsafeUrlError
+
+    call_id = recorded(data)[0]
+    async with run_sandbox(data=data, faults=Faults(redirect_recordings=True), storage_host="127.0.0.2") as sandbox:
+        recording = f"{sandbox.base_url}/api/call-tracking/calls/{call_id}/recording"
+        storage_port = sandbox.storage_url.rsplit(":", 1)[1]
+        names = NamesResolver({"cdn.example.com": ["127.0.0.2"]})
+        public = ClientOptions(max_retries=0, api_reach=Reach.PUBLIC, resolver=names)
+        async with CallTrackingClient(sandbox.base_url, TOKEN, public) as client:
+            with pytest.raises(UnsafeUrlError, match="127.0.0.2 is a loopback address, more internal than the API's"):
+                await client.download(recording, io.BytesIO())
+            with pytest.raises(UnsafeUrlError, match="cdn.example.com resolves to 127.0.0.2 is a loopback address"):
+                await client.download(f"http://cdn.example.com:{storage_port}/recordings/{call_id}.mp3", io.BytesIO())
+        assert not [r for r in sandbox.requests if r.host == "storage"], "no connection to the refused host"
+        async with CallTrackingClient(sandbox.base_url, TOKEN, ClientOptions(max_retries=0)) as client:  # a loopback API
+            sink = io.BytesIO()
+            await client.download(recording, sink)
+        assert sink.getvalue() == data.recording_bytes(call_id)
+
+
+async def test_media_urls_at_the_cloud_metadata_address_are_refused_and_recorded_unavailable(data, tmp_path):
+    async with run_sandbox(data=data, faults=Faults(media_url_host="http://169.254.169.254")) as sandbox:
+        write_config(tmp_path, sandbox.base_url, media={"allow_private_addresses": True})
+        result = await run_measured(*backfill_args(data), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    media = len(recorded(data)) + len(recorded(data))
+    assert f"0 downloaded / 0 pending / 0 failed / {media} unavailable" in result.stdout
+    database = tmp_path / "callsync.duckdb"
+    errors = {row[0] for row in rows(database, "SELECT last_error FROM media_jobs")}
+    assert errors == {"refused: 169.254.169.254 is a link-local/multicast/reserved address; always refused"}
+    assert scalar(database, "SELECT count(*) FROM transcript_segments") == 0 and not files_under(tmp_path / "media" / "recordings")
+    stored, expected = stored_calls(database), sandbox_calls(data)
+    for call_id in recorded(data):
+        assert stored[call_id]["recording_url"] == f"http://169.254.169.254/recordings/{call_id}.mp3"
+        stored[call_id].update(recording_url=expected[call_id]["recording_url"], transcript_url=expected[call_id]["transcript_url"])
+    assert stored == expected
+
+
+def _own_private_address() -> str | None:
+    """This machine's address on its network, if it has one (no packet is sent)."""
+    import socket
+
+    from pipeline.addresses import Reach, reach_of
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = probe.getsockname()[0]
+    return address if reach_of(address) is Reach.PRIVATE else None
+
+
+async def test_an_api_on_a_private_address_may_not_lead_to_loopback_unless_allowed(data, tmp_path):
+    address = _own_private_address()
+    if address is None:
+        pytest.skip("this machine has no private address to serve the API on")
+    async with run_sandbox(data=data, faults=Faults(redirect_recordings=True), host=address,
+                           storage_host="127.0.0.1") as sandbox:
+        write_config(tmp_path, sandbox.base_url)
+        refused = await run_measured(*backfill_args(data), cwd=tmp_path)
+        assert not [r for r in sandbox.requests if r.host == "storage"]
+        write_config(tmp_path, sandbox.base_url, media={"allow_private_addresses": True})
+        allowed = await run_measured("media", cwd=tmp_path)
+    assert refused.code == 0, refused.stderr
+    assert f"{len(recorded(data))} unavailable" in refused.stdout
+    assert allowed.code == 0 and allowed.stdout.startswith("media ok"), allowed.stderr
+    assert_media_exact(tmp_path / "callsync.duckdb", tmp_path / "media", data)
