@@ -24,6 +24,7 @@ from pipeline.config import ApiSettings, Settings
 from pipeline.errors import (
     ApiError,
     AuthError,
+    BodyTooLargeError,
     BudgetExhausted,
     CallsyncError,
     ImplausibleListingError,
@@ -486,7 +487,7 @@ class WindowLoader:
             return await self.fetcher.fetch(window, first)
         except (AuthError, BudgetExhausted):
             raise
-        except ImplausibleListingError as exc:
+        except (ImplausibleListingError, BodyTooLargeError) as exc:
             if window.days > 1:  # pin it down to the day that lies; its neighbours go on
                 log.info("%s; trying each half", exc, extra={"event": "window_halved", "window": str(window)})
                 planner.halve(window)
@@ -494,6 +495,9 @@ class WindowLoader:
             self._failed(window, exc)
         except (ApiError, WindowNotConvergedError) as exc:
             self._failed(window, exc)
+        except Exception as exc:  # noqa: BLE001  an answer nobody foresaw fails its window, not the run
+            log.debug("window %s: unexpected error", window, exc_info=True)
+            self._failed(window, ApiError(f"unexpected error: {type(exc).__name__}: {str(exc)[:200]}"))
         return None
 
     def _failed(self, window: Window, exc: Exception) -> None:

@@ -191,6 +191,20 @@ async def test_a_wrong_shaped_numbers_or_flows_listing_fails_alone(data, tmp_pat
     assert rows(database, "SELECT status FROM runs") == [("failed",)]
 
 
+@pytest.mark.parametrize("shape", ["array", "data_object", "wrong_types"])
+async def test_a_wrong_shaped_calls_page_fails_its_window_alone(data, tmp_path, shape):
+    broken_day = data.first_day + timedelta(days=2)
+    async with run_sandbox(data=data, faults=Faults(fault_day=str(broken_day), calls_shape=shape)) as sandbox:
+        write_config(tmp_path, sandbox.base_url, api={"max_retries": 1})
+        result = await run_measured(*backfill_args(data, "--no-media"), cwd=tmp_path)
+    assert result.code == 1, result.stderr
+    assert "1 failed" in result.stdout and f"window {broken_day}" in result.stderr
+    assert "malformed calls listing" in result.stderr
+    database = tmp_path / "callsync.duckdb"
+    expected = {call_id: call for call_id, call in sandbox_calls(data).items() if not call["started_at"].startswith(str(broken_day))}
+    assert stored_calls(database) == expected
+
+
 async def test_a_wrong_shaped_transcript_fails_that_transcript(data, tmp_path):
     broken = ready_transcripts(data)[0]
     async with run_sandbox(data=data, faults=Faults(fault_call=broken, transcript_shape="data_object")) as sandbox:
