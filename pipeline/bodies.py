@@ -10,6 +10,7 @@ and stops with ``BodyTooLargeError`` as soon as they pass the cap. Bytes on the 
 from __future__ import annotations
 
 import zlib
+from typing import Iterator
 
 import aiohttp
 
@@ -17,6 +18,8 @@ from pipeline.errors import ApiError, BodyTooLargeError, RetryableApiError
 
 CHUNK = 64 * 1024
 MB = 1 << 20
+# What one decompress call may produce: a 64 KB chunk of a bomb inflates to ~64 MB.
+PIECE = 1 << 20
 _GZIP = 16 + zlib.MAX_WBITS
 _ENCODINGS = {"": None, "identity": None, "gzip": _GZIP, "x-gzip": _GZIP, "deflate": zlib.MAX_WBITS}
 
@@ -43,15 +46,16 @@ class Inflater:
     def encoded(self) -> bool:
         return self._wbits is not None
 
-    def feed(self, data: bytes) -> bytes:
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        """The content in ``data``, in pieces of at most PIECE bytes."""
         self.wire_bytes += len(data)
         if self._inflate is None:
             self._count(len(data))
-            return data
-        parts = []
+            yield data
+            return
         while data:
             try:
-                out = self._inflate.decompress(data, self.limit - self.size + 1)
+                out = self._inflate.decompress(data, min(PIECE, self.limit - self.size + 1))
             except zlib.error as exc:
                 if self._wbits == zlib.MAX_WBITS and not self._raw_deflate_tried and self.size == 0:
                     # "deflate" is sometimes sent raw, without the zlib header the RFC asks for.
@@ -60,19 +64,17 @@ class Inflater:
                     continue
                 raise RetryableApiError(f"{self.what}: corrupt compressed body ({exc})", url=self.what) from None
             self._count(len(out))
-            parts.append(out)
+            if out:
+                yield out
             data = self._inflate.unconsumed_tail
             if self._inflate.eof and self._inflate.unused_data and self._wbits == _GZIP:
                 data = self._inflate.unused_data  # a gzip body may hold several members
                 self._inflate = zlib.decompressobj(self._wbits)
-        return b"".join(parts)
 
-    def finish(self) -> bytes:
-        if self._inflate is None:
-            return b""
-        if not self._inflate.eof:
+    def finish(self) -> None:
+        """RetryableApiError if a compressed body stopped before its end."""
+        if self._inflate is not None and not self._inflate.eof:
             raise RetryableApiError(f"{self.what}: compressed body ends early", url=self.what)
-        return b""
 
     def _count(self, size: int) -> None:
         self.size += size
@@ -94,6 +96,8 @@ async def read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -
     """The whole body, inflated, or BodyTooLargeError once it passes ``limit``."""
     refuse_declared_size(response, limit, what)
     inflater = Inflater(response.headers.get("Content-Encoding"), limit, what)
-    parts = [inflater.feed(chunk) async for chunk in response.content.iter_chunked(CHUNK)]
-    parts.append(inflater.finish())
+    parts = []
+    async for chunk in response.content.iter_chunked(CHUNK):
+        parts.extend(inflater.feed(chunk))
+    inflater.finish()
     return b"".join(parts)

@@ -527,7 +527,7 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
     """The start of an error body: read within a small cap, inflated if need be."""
     try:
         inflater = Inflater(response.headers.get("Content-Encoding"), ERROR_BODY_BYTES, "error body")
-        raw = b"".join([inflater.feed(chunk) async for chunk in response.content.iter_chunked(8192)])
+        raw = b"".join([piece async for chunk in response.content.iter_chunked(8192) for piece in inflater.feed(chunk)])
     except (aiohttp.ClientError, asyncio.TimeoutError, ApiError):
         return ""
     text = raw.decode("utf-8", errors="replace").strip()
@@ -559,8 +559,9 @@ async def _with_progress(response: aiohttp.ClientResponse, inflater: Inflater, t
                 if progress >= MIN_PROGRESS_BYTES:
                     progress = 0
                     deadline.reschedule(loop.time() + timeout_s)
-                yield inflater.feed(chunk)
-            yield inflater.finish()
+                for piece in inflater.feed(chunk):
+                    yield piece
+            inflater.finish()
     except TimeoutError:
         raise RetryableApiError(
             f"{where}: stalled, less than {MIN_PROGRESS_BYTES // 1024} KB in {timeout_s:g} s; abandoned", url=where
