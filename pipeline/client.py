@@ -46,6 +46,7 @@ from pipeline.errors import (
     ApiError,
     AuthError,
     ConnectFailedError,
+    MalformedListingError,
     NotFoundError,
     RateLimitedError,
     RetryableApiError,
@@ -478,7 +479,7 @@ def parse_calls_page(body: bytes) -> CallListing:
     try:
         raw_page = RAW_PAGE.validate_json(body)
     except ValidationError as exc:
-        raise RetryableApiError(f"malformed calls listing: {_first_error(exc)}") from None
+        raise MalformedListingError(f"malformed calls listing: {_first_error(exc)}") from None
     calls: list[Call] = []
     rejected: list[Rejected] = []
     for record in raw_page.data:

@@ -9,7 +9,8 @@ maps each to an exit code in one place (``exit_code``)::
     ├── ApiError                       1  an HTTP exchange that failed for good
     │   ├── RetryableApiError             429, 5xx, timeouts, dropped connections
     │   │   ├── RateLimitedError          429, with the server's Retry-After
-    │   │   └── ConnectFailedError        no connection, so the request was never sent
+    │   │   ├── ConnectFailedError        no connection, so the request was never sent
+    │   │   └── MalformedListingError     a calls page of the wrong shape (its window is halved)
     │   ├── UncertainWriteError           a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
@@ -86,6 +87,10 @@ class UnsafeUrlError(ApiError):
 
 
 class BodyTooLargeError(ApiError):
+    pass
+
+
+class MalformedListingError(RetryableApiError):
     pass
 
 

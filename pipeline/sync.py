@@ -28,6 +28,7 @@ from pipeline.errors import (
     BudgetExhausted,
     CallsyncError,
     ImplausibleListingError,
+    MalformedListingError,
     WindowNotConvergedError,
 )
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
@@ -487,7 +488,7 @@ class WindowLoader:
             return await self.fetcher.fetch(window, first)
         except (AuthError, BudgetExhausted):
             raise
-        except (ImplausibleListingError, BodyTooLargeError) as exc:
+        except (ImplausibleListingError, BodyTooLargeError, MalformedListingError) as exc:
             if window.days > 1:  # pin it down to the day that lies; its neighbours go on
                 log.info("%s; trying each half", exc, extra={"event": "window_halved", "window": str(window)})
                 planner.halve(window)
