@@ -11,8 +11,7 @@ import asyncio
 import json
 import os
 import sys
-import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -20,7 +19,7 @@ import pytest
 
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from tests.conftest import TOKEN, CliResult, write_config
-from tests.dbcheck import CALL_FIELDS, sandbox_calls, scalar, stored_calls
+from tests.dbcheck import sandbox_calls, scalar, stored_calls
 
 PEAK_RSS_MB = 300
 
