@@ -93,6 +93,28 @@ def add_routes(app: web.Application, ctx) -> None:
             return _bad_request(f"give now as an ISO timestamp with a zone ({exc})")
         return _json({"now": datetime.fromtimestamp(data.now(), timezone.utc).isoformat()})
 
+    async def delete_calls(request: web.Request) -> web.Response:
+        """Delete calls upstream: {"ids": [...]}, or {"count": N, "day": "YYYY-MM-DD"} for
+        the first N listed that day. Answers the ids deleted."""
+        body = await _body(request)
+        try:
+            ids = body.get("ids")
+            if ids is None:
+                day = _optional_date(body.get("day")) or data.current_day()
+                ids = [call["id"] for call in data.query_calls(day, day, limit=int(body.get("count", 1)))[0]]
+            if not isinstance(ids, list) or not all(isinstance(call_id, str) for call_id in ids):
+                raise ValueError("ids must be a list of call ids")
+        except (TypeError, ValueError) as exc:
+            return _bad_request(str(exc))
+        return _json({"ids": data.delete_calls(ids)})
+
+    async def restore_calls(request: web.Request) -> web.Response:
+        """Undo delete_calls: {"ids": [...]}. Answers the ids restored."""
+        ids = (await _body(request)).get("ids")
+        if not isinstance(ids, list) or not all(isinstance(call_id, str) for call_id in ids):
+            return _bad_request("ids must be a list of call ids")
+        return _json({"ids": data.restore_calls(ids)})
+
     async def transcripts_ready(request: web.Request) -> web.Response:
         return _json({"ids": data.make_transcripts_ready()})
 
@@ -121,5 +143,7 @@ def add_routes(app: web.Application, ctx) -> None:
     router.add_post(f"{PREFIX}/add_calls", add_calls)
     router.add_post(f"{PREFIX}/transcripts_ready", transcripts_ready)
     router.add_post(f"{PREFIX}/clock", set_clock)
+    router.add_post(f"{PREFIX}/delete_calls", delete_calls)
+    router.add_post(f"{PREFIX}/restore_calls", restore_calls)
     router.add_get(f"{PREFIX}/calls", calls)
     router.add_get(f"{PREFIX}/recording_sha256/{{call_id}}", recording_sha256)

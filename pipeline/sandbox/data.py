@@ -63,6 +63,8 @@ class SandboxData:
         self.overrides: dict[str, dict] = {}
         # Recording size per second of call (content.RECORDING_BYTES_PER_SECOND; a real MP3: 16,000).
         self.recording_bytes_per_second = content.RECORDING_BYTES_PER_SECOND
+        # Calls deleted upstream (delete_calls): not listed, not served, until restored.
+        self._deleted = np.empty(0, dtype=np.int64)
 
     @classmethod
     def generate(cls, seed: int = 42, calls: int = 20_000, days: int = 60, today: date | None = None,
@@ -128,8 +130,8 @@ class SandboxData:
         if filters is None:
             return [], 0
         window = self._window(start, end)
-        base_rows = self._base.matching(*window, filters)
-        added_rows = self._added.matching(*window, filters)
+        base_rows = self._without_deleted(self._base, self._base.matching(*window, filters))
+        added_rows = self._without_deleted(self._added, self._added.matching(*window, filters))
         total = len(base_rows) + len(added_rows)
         stop = total if limit is None else min(total, offset + limit)
         if offset >= stop:
@@ -222,6 +224,26 @@ class SandboxData:
         started = np.array([self._rng.randrange(low, high)], dtype=np.int64)
         return self._insert(started, dict(filters))[0]
 
+    def delete_calls(self, ids: list[str]) -> list[str]:
+        """Delete calls upstream: no longer listed or served. Returns the ids that existed."""
+        found = [call_id for call_id in ids if self._locate(call_id) is not None]
+        numbers = np.array([int(call_id[5:], 36) for call_id in found], dtype=np.int64)
+        self._deleted = np.union1d(self._deleted, numbers)
+        return found
+
+    def restore_calls(self, ids: list[str]) -> list[str]:
+        """Undo delete_calls (the vendor restored them). Returns the ids restored."""
+        numbers = np.array([int(call_id[5:], 36) for call_id in ids if _CALL_ID.fullmatch(call_id)], dtype=np.int64)
+        restored = np.intersect1d(self._deleted, numbers)
+        self._deleted = np.setdiff1d(self._deleted, restored)
+        return format_call_ids(restored)
+
+    def _without_deleted(self, calls: Calls, rows):
+        if not len(self._deleted):
+            return rows
+        rows = _as_array(rows)
+        return rows[~np.isin(calls.idnum[rows], self._deleted)]
+
     def make_transcripts_ready(self) -> list[str]:
         ready = format_call_ids(np.array(sorted(self._pending_transcripts), dtype=np.int64))
         self._pending_transcripts.clear()
@@ -266,6 +288,8 @@ class SandboxData:
         if not isinstance(call_id, str) or not _CALL_ID.fullmatch(call_id):
             return None
         idnum = int(call_id[5:], 36)
+        if len(self._deleted) and idnum in self._deleted:
+            return None
         spot = int(np.searchsorted(self._base_ids_sorted, idnum))
         if spot < len(self._base_ids_sorted) and self._base_ids_sorted[spot] == idnum:
             return self._base, int(self._base_id_rows[spot])
