@@ -192,6 +192,37 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 
 
 @cli.command()
+@config_option
+@click.option("--caller-number", "caller_numbers", multiple=True, metavar="+1NNNNNNNNNN",
+              help="Erase every call from this number (repeatable). Matched on its digits.")
+@click.option("--call-id", "call_ids", multiple=True, metavar="ID", help="Erase this call (repeatable).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
+@click.option("--list", "list_only", is_flag=True, help="Show the tombstones by date, without the numbers or ids.")
+@log_options
+def forget(config_path, caller_numbers, call_ids, yes, list_only, log_format, verbose) -> None:
+    """Erase a caller or a call: rows, recordings, transcripts, rejected records; never synced again."""
+    from pipeline import forget as erasing
+
+    setup_logging(log_format, verbose)
+    settings = load_settings(config_path)
+    if list_only:
+        rows = erasing.list_tombstones(settings)
+        for created_at, kind, hash_prefix, run_id in rows:
+            click.echo(f"{created_at:%Y-%m-%d %H:%M:%S}  {kind:<13}  {hash_prefix}  run {run_id}")
+        click.echo(f"({len(rows)} tombstone{'' if len(rows) == 1 else 's'})")
+        return
+    erasing.forget_values(list(caller_numbers), list(call_ids))  # a usage error before any question
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError("forget removes data for good: pass --yes when not on a terminal")
+        what = len(caller_numbers) + len(call_ids)
+        click.confirm(f"Erase {what} caller(s)/call(s) from {settings.database.path} and the media folder, for good?",
+                      abort=True)
+    summary = erasing.forget(settings, list(caller_numbers), list(call_ids))
+    click.echo(summary.line())
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8787, show_default=True, help="API port (0 = any free port).")
 @click.option("--storage-port", default=0, show_default=True, help="Port of the 'storage' host recordings redirect to.")

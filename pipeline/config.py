@@ -13,7 +13,7 @@ import re
 import tomllib
 from datetime import date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -71,6 +71,8 @@ class SyncSettings(_Section):
     per_page: int = Field(100, ge=1, le=1000)
     end_date_inclusive: bool = True
     max_window_tries: int = Field(5, ge=1, le=50)
+    # Calls that started more than this many days ago are deleted, with their media (None: kept).
+    keep_days: int | None = Field(None, ge=1)
 
 
 class DatabaseSettings(_Section):
@@ -110,6 +112,10 @@ class MediaSettings(_Section):
     allow_private_addresses: bool = False
     max_transcript_mb: float = Field(32, gt=0)
     max_recording_mb: float = Field(200, gt=0)
+    # Recordings and transcripts of calls that started more than this many days ago are deleted (None: kept).
+    keep_days: int | None = Field(None, ge=1)
+    # What becomes of the media of a call deleted upstream.
+    on_upstream_delete: Literal["remove", "keep"] = "remove"
 
 
 class Settings(_Section):

@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 import duckdb
 import pyarrow as pa
 
-from pipeline import clock
+from pipeline import clock, erasure
 from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint
 from pipeline.columns import CALL_SCHEMA, last_row_per_id
 
@@ -67,6 +67,15 @@ def _statements(name: str) -> tuple[tuple[str, frozenset[str]], ...]:
         (statement.query, frozenset(statement.named_parameters))
         for statement in duckdb.extract_statements(read_sql(f"statements/{name}.sql"))
     )
+
+
+def count_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[int]:
+    """Run sql/statements/NAME.sql like run_sql; the rows each statement inserted or deleted."""
+    counts = []
+    for query, names in _statements(name):
+        rows = conn.execute(query, {key: params[key] for key in names} or None).fetchall()
+        counts.append(int(rows[0][0]) if rows else 0)
+    return counts
 
 
 def split_statements(script: str) -> list[str]:
@@ -170,6 +179,8 @@ class CallCounts:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    deleted: int = 0  # held, but no longer listed upstream: moved to deleted_calls
+    restored: int = 0  # deleted upstream before, listed again (also counted as updated or unchanged)
 
 
 @contextmanager
@@ -193,13 +204,19 @@ def commit_windows(
     and checkpoint land together or not at all. ``then`` runs inside the same transaction."""
     synced_at = utcnow()
     calls = _indexed_calls(batches)
+    rejected = _windowed_rejected(batches)
     with transaction(conn):
+        checks = erasure.commit_checks(conn)
+        if checks.tombstones:
+            calls, rejected = erasure.skip_forgotten(conn, calls, rejected)
         conn.register("batch", calls)
+        restored = erasure.restore_listed(conn, synced_at) if checks.deleted_calls else {}
         classified = {row[0]: row[1:] for row in run_sql(conn, "classify_calls").fetchall()}
         if calls.num_rows:
             run_sql(conn, "upsert_calls", synced_at=synced_at)
         conn.unregister("batch")
-        rejected = _windowed_rejected(batches)
+        deleted = erasure.mark_vanished(conn, batches, calls, rejected, run_id, synced_at)
+        erasure.audit_window_changes(conn, run_id, deleted=deleted, restored=restored)
         if rejected.num_rows:
             conn.register("batch", rejected)
             run_sql(conn, "insert_rejected", run_id=run_id, rejected_at=synced_at)
@@ -214,7 +231,12 @@ def commit_windows(
     counts = []
     for index, batch in enumerate(batches):
         new, updated, seen = classified.get(index, (0, 0, 0))
-        counts.append(CallCounts(new, updated, seen - new - updated, batch.rejected.num_rows))
+        counts.append(
+            CallCounts(
+                new, updated, seen - new - updated, batch.rejected.num_rows,
+                deleted=deleted.get(index, 0), restored=restored.get(index, 0),
+            )
+        )
     return counts
 
 

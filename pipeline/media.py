@@ -577,6 +577,7 @@ def plan_jobs(conn: duckdb.DuckDBPyConnection, settings, now: datetime) -> None:
             transcripts=settings.transcripts,
             allow_foreign_hosts=settings.allow_foreign_hosts,
             allow_private_addresses=settings.allow_private_addresses,
+            keep_since=FULL_PLAN if settings.keep_days is None else now - timedelta(days=settings.keep_days),
         )
         load.set_state(conn, PLAN_STATE_KEY, f"{now.isoformat()} {plan}")
 

@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 import duckdb
 
-from pipeline import clock, columns, load, state
+from pipeline import clock, columns, erasure, load, state
 from pipeline.bodies import MB
 from pipeline.client import CallTrackingClient, ClientOptions
 from pipeline.config import ApiSettings, Settings
@@ -75,6 +75,9 @@ class RunSummary:
     rate_limited: int = 0
     elapsed_s: float = 0.0
     media: dict[str, Any] = field(default_factory=dict)
+    calls_deleted: int = 0  # no longer listed upstream (see pipeline.erasure)
+    calls_restored: int = 0
+    removed: dict[str, int] = field(default_factory=dict)  # by retention and deletions: rows and files
     failures: list[str] = field(default_factory=list)
     error: str | None = None
     error_exit_code: int | None = None  # of the error that aborted the run
@@ -95,6 +98,8 @@ class RunSummary:
         self.calls_updated += counts.updated
         self.calls_unchanged += counts.unchanged
         self.rejected += counts.rejected
+        self.calls_deleted += counts.deleted
+        self.calls_restored += counts.restored
 
     @property
     def outcome(self) -> str:
@@ -103,7 +108,7 @@ class RunSummary:
     def line(self) -> str:
         if self.command == "media":
             text = f"media {self.outcome}: {self.requests} requests ({self.retries} retries, {self.rate_limited} 429s)"
-            return text + self._media_text() + f", {self.elapsed_s:.1f}s"
+            return text + self._media_text() + self._forgotten_text() + f", {self.elapsed_s:.1f}s"
         text = (
             f"{self.command} {self.outcome}: {self.windows_done} windows"
             f" ({self.windows_skipped} skipped, {self.windows_failed} failed, {self.refetches} refetched),"
@@ -113,7 +118,17 @@ class RunSummary:
         per_100 = self.listing_requests_per_100_calls
         if per_100 is not None:
             text += f", {per_100:.2f} listing requests per 100 calls"
-        return text + self._media_text() + f", {self.elapsed_s:.1f}s"
+        return text + self._media_text() + self._forgotten_text() + f", {self.elapsed_s:.1f}s"
+
+    def _forgotten_text(self) -> str:
+        """Only when something was deleted, restored or removed: the usual line stays as it was."""
+        parts = []
+        if self.calls_deleted or self.calls_restored:
+            parts.append(f"{self.calls_deleted} deleted upstream / {self.calls_restored} restored")
+        removed = {name: count for name, count in self.removed.items() if count}
+        if removed:
+            parts.append("removed " + " / ".join(f"{count} {name.replace('_', ' ')}" for name, count in removed.items()))
+        return "".join(f", {part}" for part in parts)
 
     def _media_text(self) -> str:
         if not self.media:
@@ -303,7 +318,7 @@ async def _run(
     after_windows = partial(_advance_watermark, tracker=tracker) if tracker else None
 
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
-        planned = await writer.run(plan)
+        planned = erasure.unexpired(await writer.run(plan), settings.sync.keep_days)
         summary.windows_skipped = planned.windows_skipped
         progress.plan(planned.days)
         await refresh_dimensions(client, writer, summary)
@@ -356,8 +371,10 @@ async def _recorded_run(
             client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
+                await tidy(writer, settings, summary)
                 async with client:
                     await work(client, writer, summary)
+                await tidy(writer, settings, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
             except BudgetExhausted as exc:
                 summary.status, summary.error = "paused", f"paused: request budget ({exc}); the next run continues"
@@ -367,7 +384,23 @@ async def _recorded_run(
                 _take_request_stats(summary, client)
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
+        await _rewrite_if_due(settings)
     return summary
+
+
+async def _rewrite_if_due(settings: Settings) -> None:
+    """Removed personal data leaves the file's freed blocks at the latest a day later (see erasure)."""
+    try:
+        await asyncio.to_thread(erasure.rewrite_if_due, Store(settings.database.path))
+    except CallsyncError as exc:  # the run's data is committed; the next run tries again
+        log.error("could not rewrite the database after removing data: %s", exc)
+
+
+async def tidy(writer: Writer, settings: Settings, summary: RunSummary) -> None:
+    """Retention, and the media of calls deleted upstream (see pipeline.erasure), counted in the summary."""
+    removed = await writer.run(partial(erasure.tidy, settings=settings, run_id=summary.run_id))
+    for name, count in {**removed.as_summary(), "files": removed.files}.items():
+        summary.removed[name] = summary.removed.get(name, 0) + count
 
 
 async def _record_finish(writer: Writer, summary: RunSummary) -> None:

@@ -2,18 +2,21 @@
 -- Only calls changed since $since are looked at (the previous plan, with a margin; the
 -- beginning of time when settings changed), so a run over a large, settled table is cheap.
 
--- Calls with a recording_url / transcript_url and no job yet (an anti-join).
+-- Calls with a recording_url / transcript_url and no job yet (an anti-join), that started
+-- since $keep_since ([media] keep_days; older media is never fetched).
 INSERT INTO media_jobs (call_id, kind, url, status, first_seen_at)
 SELECT c.id, 'recording', c.recording_url, 'pending', $now
 FROM calls c
 ANTI JOIN media_jobs j ON j.call_id = c.id AND j.kind = 'recording'
-WHERE $recordings AND c.recording_url IS NOT NULL AND c.last_changed_at >= $since;
+WHERE $recordings AND c.recording_url IS NOT NULL AND c.last_changed_at >= $since
+  AND c.started_at >= $keep_since;
 
 INSERT INTO media_jobs (call_id, kind, url, status, first_seen_at)
 SELECT c.id, 'transcript', c.transcript_url, 'pending', $now
 FROM calls c
 ANTI JOIN media_jobs j ON j.call_id = c.id AND j.kind = 'transcript'
-WHERE $transcripts AND c.transcript_url IS NOT NULL AND c.last_changed_at >= $since;
+WHERE $transcripts AND c.transcript_url IS NOT NULL AND c.last_changed_at >= $since
+  AND c.started_at >= $keep_since;
 
 -- The URL changed upstream: remember the new one. What is stored stays stored; anything
 -- else is asked again on the next attempt, back-off forgotten, and a new URL's misses
