@@ -47,6 +47,7 @@ log = logging.getLogger("callsync.erasure")
 SALT_KEY = "tombstone_salt"
 MEDIA_RETENTION_KEY = "media_retention_cutoff"
 REWRITE_KEY = "rewrite_pending"  # since: rows with personal data were removed, the file not rewritten yet
+REWRITE_AT_ONCE = "forget"  # the value of REWRITE_KEY after `callsync forget`: no waiting for the interval
 LAST_REWRITE_KEY = "last_rewrite"
 REWRITE_INTERVAL = timedelta(days=1)
 REWRITE_SUFFIX = ".rewrite-tmp"
@@ -341,36 +342,31 @@ def unexpired(planned: RunPlan, keep_days: int | None) -> RunPlan:
 # --- the database file ---------------------------------------------------------------------
 
 
-def rewrite_if_due(store: load.Store) -> bool:
-    """After a run that removed personal data (retention, media of calls deleted upstream):
-    rewrite the file, at most once per REWRITE_INTERVAL (a rewrite costs ~5 s per 200k
-    calls with their media). `callsync forget` rewrites at once."""
-    with store.connect() as conn:
-        pending = _state(conn, REWRITE_KEY)
-        last = _state(conn, LAST_REWRITE_KEY)
-    if pending is None or (last is not None and load.utcnow() - datetime.fromisoformat(last) < REWRITE_INTERVAL):
+def rewrite_due(conn: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the run that ends should rewrite the file (``rewrite_database``). After a
+    run that removed personal data (retention, media of calls deleted upstream): at most
+    once per REWRITE_INTERVAL (a rewrite costs ~5 s per 200k calls with their media).
+    `callsync forget` rewrites at once, and if that failed, the next run does."""
+    pending, last = _state(conn, REWRITE_KEY), _state(conn, LAST_REWRITE_KEY)
+    if pending is None:
         return False
-    rewrite_database(store)
-    return True
+    recent = last is not None and load.utcnow() - datetime.fromisoformat(last) < REWRITE_INTERVAL
+    return pending == REWRITE_AT_ONCE or not recent
 
 
-def rewrite_database(store: Store) -> None:
+def rewrite_database(store: load.Store) -> None:
     """Replace the database file by a fresh copy of its contents (COPY FROM DATABASE into a
     temp file beside it, flushed, renamed over it). The copy holds no freed block, so no
     byte of erased rows. Run under the run lock: nobody writes meanwhile."""
     path = store.path
     temp = path.with_name(path.name + REWRITE_SUFFIX)
     temp.unlink(missing_ok=True)
-    with store.connect() as conn:
-        name = conn.execute("SELECT current_database()").fetchall()[0][0]
-        load.run_sql(conn, "delete_state", key=REWRITE_KEY)
-        load.set_state(conn, LAST_REWRITE_KEY, load.utcnow().isoformat())
-        conn.execute("CHECKPOINT")
-        conn.execute("ATTACH ? AS rewritten", [str(temp)])
-        try:
-            conn.execute(f'COPY FROM DATABASE "{name}" TO rewritten')
-        finally:
-            conn.execute("DETACH rewritten")
+    try:
+        with store.connect() as conn:
+            _copy_into(conn, temp)
+    except duckdb.Error as exc:
+        temp.unlink(missing_ok=True)
+        raise DiskError(f"{path}: could not rewrite the database: {str(exc).strip().splitlines()[0]}") from None
     try:
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
@@ -384,3 +380,18 @@ def rewrite_database(store: Store) -> None:
         temp.unlink(missing_ok=True)
         raise DiskError(f"{path}: could not rewrite the database: {exc.strerror}") from None
     log.info("rewrote %s", path, extra={"event": "database_rewritten"})
+
+
+def _copy_into(conn: duckdb.DuckDBPyConnection, temp: Path) -> None:
+    """Everything of the open database into a new file; the copy says it is rewritten."""
+    name = conn.execute("SELECT current_database()").fetchall()[0][0]
+    conn.execute("CHECKPOINT")
+    conn.execute("ATTACH ? AS rewritten", [str(temp)])
+    try:
+        conn.execute(f'COPY FROM DATABASE "{name}" TO rewritten')
+        conn.execute("USE rewritten")
+        load.run_sql(conn, "delete_state", key=REWRITE_KEY)
+        load.set_state(conn, LAST_REWRITE_KEY, load.utcnow().isoformat())
+    finally:
+        conn.execute(f'USE "{name}"')
+        conn.execute("DETACH rewritten")

@@ -102,6 +102,8 @@ def _erase(conn: duckdb.DuckDBPyConnection, values: list[tuple[str, str]], summa
             conn, "forget", summary.run_id, calls=summary.calls, rows=rows, files=media["recording_files"],
             detail={**summary.rows, "tombstones": tombstones},
         )
+        # Should the rewrite below fail (an analyst's session holding the file), the next run does it.
+        load.set_state(conn, erasure.REWRITE_KEY, erasure.REWRITE_AT_ONCE)
 
 
 def _empty_media_temp(media_dir: Path) -> int:

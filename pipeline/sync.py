@@ -353,8 +353,10 @@ async def _recorded_run(
     work: Callable[[CallTrackingClient, Writer, RunSummary], Awaitable[None]],
     *,
     after_windows: Callable[[duckdb.DuckDBPyConnection, Any], None] | None = None,
+    tidy_data: bool = True,
 ) -> RunSummary:
-    """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome."""
+    """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome.
+    ``tidy_data``: apply retention and remove what was deleted (not on a dry run)."""
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
@@ -371,10 +373,12 @@ async def _recorded_run(
             client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
-                await tidy(writer, settings, summary)
+                if tidy_data:
+                    await tidy(writer, settings, summary)
                 async with client:
                     await work(client, writer, summary)
-                await tidy(writer, settings, summary)
+                if tidy_data:
+                    await tidy(writer, settings, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
             except BudgetExhausted as exc:
                 summary.status, summary.error = "paused", f"paused: request budget ({exc}); the next run continues"
@@ -384,14 +388,23 @@ async def _recorded_run(
                 _take_request_stats(summary, client)
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
-        await _rewrite_if_due(settings)
+                rewrite = await _rewrite_due(writer)
+        if rewrite:
+            await _rewrite(settings)
     return summary
 
 
-async def _rewrite_if_due(settings: Settings) -> None:
+async def _rewrite_due(writer: Writer) -> bool:
+    try:
+        return await writer.run(erasure.rewrite_due)
+    except CallsyncError:  # the database itself failed: the run's error already says so
+        return False
+
+
+async def _rewrite(settings: Settings) -> None:
     """Removed personal data leaves the file's freed blocks at the latest a day later (see erasure)."""
     try:
-        await asyncio.to_thread(erasure.rewrite_if_due, Store(settings.database.path))
+        await asyncio.to_thread(erasure.rewrite_database, Store(settings.database.path))
     except CallsyncError as exc:  # the run's data is committed; the next run tries again
         log.error("could not rewrite the database after removing data: %s", exc)
 
