@@ -193,6 +193,24 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 
 @cli.command()
 @config_option
+@click.option("--start", callback=parse_date, help="First day (YYYY-MM-DD, UTC; default [sync] start_date, else the first synced day).")
+@click.option("--end", callback=parse_date, help="Last day, inclusive (YYYY-MM-DD, UTC; default today).")
+@click.option("--dry-run", is_flag=True, help="Only report what differs; change nothing.")
+@log_options
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a TTY).")
+def verify(config_path, start, end, dry_run, log_format, verbose, progress) -> None:
+    """Compare the database with the API over a range, at the lowest cost, and mend what differs."""
+    from pipeline import verify as checking
+
+    settings = _settings(config_path, log_format, verbose)
+    with _progress_bar(progress) as bar:
+        summary, report = asyncio.run(checking.verify(settings, start, end, dry_run=dry_run, progress=bar))
+    click.echo(report.line())
+    _finish(summary)
+
+
+@cli.command()
+@config_option
 @click.option("--caller-number", "caller_numbers", multiple=True, metavar="+1NNNNNNNNNN",
               help="Erase every call from this number (repeatable). Matched on its digits.")
 @click.option("--call-id", "call_ids", multiple=True, metavar="ID", help="Erase this call (repeatable).")

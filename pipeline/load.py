@@ -194,18 +194,30 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
+@contextmanager
+def rolled_back(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    finally:
+        conn.execute("ROLLBACK")
+
+
 def commit_windows(
     conn: duckdb.DuckDBPyConnection,
     batches: Sequence[WindowBatch],
     run_id: str,
     then: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+    *,
+    dry_run: bool = False,
 ) -> list[CallCounts]:
     """Commit several windows in one transaction: each window's calls, rejected records
-    and checkpoint land together or not at all. ``then`` runs inside the same transaction."""
+    and checkpoint land together or not at all. ``then`` runs inside the same transaction.
+    ``dry_run``: roll it back, only count."""
     synced_at = utcnow()
     calls = _indexed_calls(batches)
     rejected = _windowed_rejected(batches)
-    with transaction(conn):
+    with rolled_back(conn) if dry_run else transaction(conn):
         checks = erasure.commit_checks(conn)
         if checks.tombstones:
             calls, rejected = erasure.skip_forgotten(conn, calls, rejected)
@@ -238,6 +250,11 @@ def commit_windows(
             )
         )
     return counts
+
+
+def preview_windows(conn: duckdb.DuckDBPyConnection, batches: Sequence[WindowBatch], run_id: str) -> list[CallCounts]:
+    """What commit_windows would change (`callsync verify --dry-run`): the same work, rolled back."""
+    return commit_windows(conn, batches, run_id, dry_run=True)
 
 
 def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
