@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from tests.conftest import run_cli, write_config
-from tests.dbcheck import scalar
+from tests.dbcheck import assert_same_calls, scalar
 
 
 @pytest.fixture
@@ -110,12 +110,12 @@ async def test_a_window_that_did_not_converge_deletes_nothing(tiny_data, tmp_pat
         )
         database = tmp_path / "callsync.duckdb"
         assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
-        held = scalar(database, "SELECT count(*) FROM calls")
+        held = {call_id for (call_id,) in rows(database, "SELECT id FROM calls")}
         await admin(sandbox, "delete_calls", count=3, day=str(tiny_data.today - timedelta(days=1)))
-        faults.update(drift_rate=1.0)  # every page sees a late call land: no listing is complete
+        faults.update(drift_rate=1.0)  # every page sees a late call land: no listing of many pages is complete
         result = await run_cli("sync", "--no-media", cwd=tmp_path)
         assert result.code == 1 and "failed" in result.stdout
-        assert scalar(database, "SELECT count(*) FROM calls") == held
+        assert held <= {call_id for (call_id,) in rows(database, "SELECT id FROM calls")}  # (a one-page day may commit)
         assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0
         assert scalar(database, "SELECT count(*) FROM forget_audit") == 0
 
@@ -165,6 +165,9 @@ async def test_retention_removes_old_media_and_calls_and_never_fetches_them_agai
     assert kept_files and all((tmp_path / "media" / path).exists() == (path in kept_files) for path in old_files)
     kinds = {kind for (kind,) in rows(database, "SELECT kind FROM forget_audit")}
     assert kinds == {"call_retention", "media_retention"}
+    # The file was rewritten after the removal (freed blocks hold no old transcript).
+    assert scalar(database, "SELECT count(*) FROM sync_state WHERE key = 'last_rewrite'") == 1
+    assert scalar(database, "SELECT count(*) FROM sync_state WHERE key = 'rewrite_pending'") == 0
 
     # Fetched again: no old day's listing, no old call's media.
     async with aiohttp.ClientSession() as session:
@@ -245,3 +248,43 @@ async def test_forget_a_call_by_id(tiny_sandbox, tiny_data, tmp_path):
     assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
     assert scalar(database, "SELECT count(*) FROM calls WHERE list_contains(?, id)", [[first, second]]) == 0
     assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0  # skipped at load, not "deleted upstream"
+
+
+async def test_verify_finds_what_sync_cannot_and_mends_it_at_the_lowest_cost(tmp_path):
+    tiny_data = SandboxData.generate(seed=11, calls=400, days=8)  # more days than the lookback
+    async with run_sandbox(data=tiny_data, faults=Faults(), host="127.0.0.1", port=0) as tiny_sandbox:
+        await verify_and_mend(tiny_sandbox, tiny_data, tmp_path)
+
+
+async def verify_and_mend(tiny_sandbox, tiny_data, tmp_path) -> None:
+    start = tiny_data.first_day
+    write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": str(start), "per_page": 20})
+    database = tmp_path / "callsync.duckdb"
+    assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
+    # Outside the lookback: a call deleted upstream, and one lost locally.
+    [deleted] = await admin(tiny_sandbox, "delete_calls", count=1, day=str(start))
+    [(lost,)] = rows(database, "SELECT id FROM calls WHERE timezone('UTC', started_at)::DATE = ? ORDER BY id LIMIT 1", [start + timedelta(days=1)])
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("DELETE FROM calls WHERE id = ?", [lost])
+    assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
+    assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0  # the lookback does not see it
+
+    async with aiohttp.ClientSession() as session:
+        await session.delete(f"{tiny_sandbox.base_url}/_admin/requests")
+    result = await run_cli("verify", "--dry-run", "--no-progress", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "verify: 8 windows checked by their first page" in result.stdout and ", 2 listed in full," in result.stdout
+    assert "1 missing, 0 changed, 1 deleted upstream, 0 restored would be mended (dry run" in result.stdout
+    listings = [record for record in await logged_requests(tiny_sandbox) if record["path"].endswith("/calls")]
+    pages = {day: -(-len(tiny_data.calls_between(day, day)) // 20) for day in (start, start + timedelta(days=1))}
+    assert len(listings) == 8 + sum(pages.values())  # page 1 of each window, then the two that differ in full
+    assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0
+    assert scalar(database, "SELECT count(*) FROM calls WHERE id = ?", [lost]) == 0
+
+    write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": str(start)})  # a page holds a day: ids compared
+    changed = await admin(tiny_sandbox, "mutate", count=2, within_days=3)  # not the two days above
+    result = await run_cli("verify", "--no-progress", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert f"1 missing, {len(changed)} changed, 1 deleted upstream, 0 restored were mended" in result.stdout
+    assert [row[0] for row in rows(database, "SELECT id FROM deleted_calls")] == [deleted]
+    assert_same_calls(database, tiny_data)
