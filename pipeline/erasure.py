@@ -167,15 +167,11 @@ def mark_vanished(
     }
     for name, table in tables.items():
         conn.register(name, table)
+    low, high = min(window[1] for window in windows), max(window[2] for window in windows)
     try:
-        deleted = load.run_sql(
-            conn,
-            "mark_vanished_calls",
-            low=min(window[1] for window in windows),
-            high=max(window[2] for window in windows),
-            synced_at=synced_at,
-            run_id=run_id,
-        ).fetchall()
+        deleted = load.run_sql(conn, "mark_vanished_calls", low=low, high=high).fetchall()
+        if deleted:  # (the move costs a scan even when there is nothing to move)
+            load.run_sql(conn, "move_vanished_calls", low=low, high=high, synced_at=synced_at, run_id=run_id)
     finally:
         for name in tables:
             conn.unregister(name)
