@@ -277,7 +277,7 @@ async def verify_and_mend(tiny_sandbox, tiny_data, tmp_path) -> None:
     assert "1 missing, 0 changed, 1 deleted upstream, 0 restored would be mended (dry run" in result.stdout
     listings = [record for record in await logged_requests(tiny_sandbox) if record["path"].endswith("/calls")]
     pages = {day: -(-len(tiny_data.calls_between(day, day)) // 20) for day in (start, start + timedelta(days=1))}
-    assert len(listings) == 8 + sum(pages.values())  # page 1 of each window, then the two that differ in full
+    assert len(listings) == 8 + sum(pages.values()) - 2  # page 1 of each window, the rest of the two that differ
     assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0
     assert scalar(database, "SELECT count(*) FROM calls WHERE id = ?", [lost]) == 0
 
@@ -288,3 +288,20 @@ async def verify_and_mend(tiny_sandbox, tiny_data, tmp_path) -> None:
     assert f"1 missing, {len(changed)} changed, 1 deleted upstream, 0 restored were mended" in result.stdout
     assert [row[0] for row in rows(database, "SELECT id FROM deleted_calls")] == [deleted]
     assert_same_calls(database, tiny_data)
+
+
+def test_verify_groups_days_by_the_calls_held():
+    from datetime import date
+
+    from pipeline.extract import Window
+    from pipeline.verify import verify_windows
+
+    day = date(2026, 3, 1)
+    held = {day: 30, day + timedelta(days=1): 40, day + timedelta(days=2): 500, day + timedelta(days=4): 10}
+    windows = verify_windows(day, day + timedelta(days=6), held, per_page=100, max_days=2)
+    assert windows == [
+        Window(day, day + timedelta(days=1)),  # 70 calls: one page
+        Window(day + timedelta(days=2), day + timedelta(days=2)),  # a dense day alone
+        Window(day + timedelta(days=3), day + timedelta(days=4)),  # at most max_days days
+        Window(day + timedelta(days=5), day + timedelta(days=6)),
+    ]
