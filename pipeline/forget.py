@@ -110,7 +110,10 @@ def _empty_media_temp(media_dir: Path) -> int:
     """Partial downloads of a killed run could hold an erased recording."""
     if not media_dir.is_dir():
         return 0
-    return MediaFolder(media_dir).prepare()
+    folder = MediaFolder(media_dir)
+    removed = folder.prepare()  # the temp files of runs that are gone (we hold the run lock: all)
+    folder.clean_temp()
+    return removed
 
 
 def list_tombstones(settings: Settings) -> list[tuple]:
