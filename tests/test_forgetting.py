@@ -149,13 +149,15 @@ async def test_retention_removes_old_media_and_calls_and_never_fetches_them_agai
 
     # Media kept 2 days, calls 3: the oldest calls go with their media, the middle ones keep only their rows.
     write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": start, "keep_days": 3}, media={"keep_days": 2})
-    result = await run_cli("backfill", "--start", start, "--end", str(tiny_data.today), "--force", cwd=tmp_path)
+    now = datetime.now(timezone.utc).replace(microsecond=0)  # callsync's clock, pinned: the cutoffs are exact
+    pinned = {"CALLSYNC_NOW": now.isoformat()}
+    result = await run_cli("backfill", "--start", start, "--end", str(tiny_data.today), "--force", cwd=tmp_path, env=pinned)
     assert result.code == 0, result.stderr
     assert "removed" in result.stdout and "calls" in result.stdout
-    now = "now() - INTERVAL 3 DAY"
-    assert scalar(database, f"SELECT count(*) FROM calls WHERE started_at < {now}") == 0
+    call_cut = f"TIMESTAMPTZ '{now - timedelta(days=3)}'"
+    assert scalar(database, f"SELECT count(*) FROM calls WHERE started_at < {call_cut}") == 0
     assert scalar(database, "SELECT count(*) FROM calls") > 0
-    media_cut = "now() - INTERVAL 2 DAY"
+    media_cut = f"TIMESTAMPTZ '{now - timedelta(days=2)}'"
     for table in ("recordings", "transcript_segments", "media_jobs"):
         assert scalar(
             database, f"SELECT count(*) FROM {table} t JOIN calls c ON c.id = t.call_id WHERE c.started_at < {media_cut}"
@@ -172,14 +174,14 @@ async def test_retention_removes_old_media_and_calls_and_never_fetches_them_agai
     # Fetched again: no old day's listing, no old call's media.
     async with aiohttp.ClientSession() as session:
         await session.delete(f"{tiny_sandbox.base_url}/_admin/requests")
-    result = await run_cli("backfill", "--start", start, "--end", str(tiny_data.today), "--force", cwd=tmp_path)
+    result = await run_cli("backfill", "--start", start, "--end", str(tiny_data.today), "--force", cwd=tmp_path, env=pinned)
     assert result.code == 0, result.stderr
-    assert scalar(database, f"SELECT count(*) FROM calls WHERE started_at < {now}") == 0
+    assert scalar(database, f"SELECT count(*) FROM calls WHERE started_at < {call_cut}") == 0
     requests = await logged_requests(tiny_sandbox)
-    first_kept_day = str(tiny_data.today - timedelta(days=3))
+    first_kept_day = str((now - timedelta(days=3)).date())
     listed_days = [record["query"]["end_date"] for record in requests if record["path"].endswith("/calls")]
     assert listed_days and min(listed_days) >= first_kept_day
-    media_cutoff = (datetime.now(timezone.utc) - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    media_cutoff = (now - timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     old_ids = {call["id"] for call in tiny_data.calls_between(None, None) if call["started_at"] < media_cutoff}
     media_paths = [record["path"] for record in requests if record["path"].endswith(("/recording", "/transcript"))]
     assert not [path for path in media_paths if path.split("/")[-2] in old_ids]
