@@ -15,10 +15,12 @@ import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from pipeline.errors import DiskError, LockHeldError
-from pipeline.extract import Window
+
+if TYPE_CHECKING:  # the read-only commands import this module: keep the client out
+    from pipeline.extract import Window
 
 WATERMARK_KEY = "watermark"
 

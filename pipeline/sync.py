@@ -10,10 +10,11 @@ import asyncio
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import duckdb
 
@@ -32,7 +33,8 @@ from pipeline.errors import (
     WindowNotConvergedError,
 )
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
-from pipeline.load import Store, WindowBatch, Writer
+from pipeline.load import WindowBatch, Writer
+from pipeline.store import FileStore
 from pipeline.windowing import WindowPlanner
 
 log = logging.getLogger("callsync.sync")
@@ -339,16 +341,19 @@ async def _recorded_run(
     *,
     after_windows: Callable[[duckdb.DuckDBPyConnection, Any], None] | None = None,
 ) -> RunSummary:
-    """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome."""
+    """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome.
+    The writer publishes the snapshot when it closes, whatever the outcome."""
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
-    with state.RunLock(settings.database.path):
+    store = FileStore(settings.database.path)
+    with store.lock(), _kept_error_of(summary):
         writer = Writer(
-            Store(settings.database.path),
+            store,
             summary.run_id,
             after_windows=after_windows,
             memory_limit=settings.database.memory_limit,
+            publish_interval_s=settings.database.publish_interval_s,
         )
         async with writer:
             await writer.run(load.apply_migrations)
@@ -368,6 +373,18 @@ async def _recorded_run(
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
     return summary
+
+
+@contextmanager
+def _kept_error_of(summary: RunSummary) -> Iterator[None]:
+    """The publish when the writer closes may fail too (no space, no memory): after a run
+    that failed already, the run's own error is the one to show, and this one is logged."""
+    try:
+        yield
+    except CallsyncError as exc:
+        if summary.error is None:
+            raise
+        log.error("%s", exc)
 
 
 async def _record_finish(writer: Writer, summary: RunSummary) -> None:
