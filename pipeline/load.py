@@ -40,7 +40,7 @@ WRITER_THREADS = 1
 # A cron sync of the lookback days stores far fewer.
 VACUUM_BELOW_ROWS = 50_000
 # The writer checkpoints (see Writer) once this many rows are committed since the last.
-CHECKPOINT_ROWS = 40_000
+CHECKPOINT_ROWS = 15_000
 PUBLISH_INTERVAL_S = 60.0
 
 
@@ -248,17 +248,19 @@ class Writer:
     when it closes, whatever the run's outcome (ok, failed, paused, aborted, interrupted):
     the end of every run goes through ``__aexit__``.
 
-    Rows committed but not yet checkpointed stay in DuckDB's memory, so the writer
-    checkpoints once ``checkpoint_rows`` are committed since the last checkpoint (a
-    publish checkpoints too). When the writer let go of the file every second for
-    readers, each letting go was such a checkpoint: at 200k calls, 1 s peaked ~7 MB
-    lower than 1.5 s (and that ~10 MB lower than 3 s).
+    Rows committed but not yet checkpointed stay in DuckDB's memory, and so does every
+    block a connection has read or written (each commit reads the id column of `calls`).
+    So once ``checkpoint_rows`` are committed since the last checkpoint, the writer
+    checkpoints and opens a fresh connection to the working database (no one else
+    opens that file, so this lets no one in); publishing does the same. Held for the
+    whole run without that, a 1M-call backfill peaked at 280 MB; checkpointing every
+    40k rows peaked 14 MB higher than every 15k at 200k calls (and 10k saved no more).
 
     Each checkpoint stores the rows since the last as a new row group, and DuckDB's vacuum
     merges small row groups by rewriting them: 100-190 MB for a moment, whenever a row
     group's worth had gathered. So once a run has stored ``vacuum_below_rows`` calls, its
     checkpoints skip the vacuum: the frequent small syncs keep the table compact, and a
-    big backfill leaves row groups of what it committed between checkpoints.
+    big backfill leaves row groups of ``checkpoint_rows`` or so.
 
     ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
     moves its watermark there)."""
@@ -397,12 +399,11 @@ class Writer:
         the held connection, opening it first if needed; then checkpoint or publish if due."""
         results: list[tuple[bool, Any]] = []
         try:
-            conn = self._connection()
-            for run in _consecutive_runs(works):
+            for run in _consecutive_runs(works):  # the connection is asked for each time: a publish renews it
                 results.extend(
-                    self._run_windows(conn, run)
+                    self._run_windows(self._connection(), run)
                     if isinstance(run[0], WindowBatch)
-                    else [self._run_one(conn, work) for work in run]
+                    else [self._run_one(self._connection(), work) for work in run]
                 )
             if not self._closing and time.monotonic() - self._published_at >= self.publish_interval_s:
                 self._publish_during_run()
@@ -415,16 +416,22 @@ class Writer:
 
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._conn is None:
-            conn = self.store.open()
-            # The writer checkpoints by itself (see _checkpoint); DuckDB's default (a
-            # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint.
-            conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            conn.execute(f"SET threads = {WRITER_THREADS}")
-            if self.memory_limit:  # validated by config: digits and a unit
-                conn.execute(f"SET memory_limit = '{self.memory_limit}'")
-            self._conn = conn
-            self._published_at = time.monotonic()
+            self._open()
+            # Nothing published yet (a first run): publish after the first group, so that
+            # analysts and `callsync query` have a database from the start.
+            published = self.store.path.exists()
+            self._published_at = time.monotonic() - (0 if published else self.publish_interval_s)
         return self._conn
+
+    def _open(self) -> None:
+        conn = self.store.open()
+        # The writer checkpoints by itself (see _checkpoint); DuckDB's default (a
+        # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint.
+        conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        conn.execute(f"SET threads = {WRITER_THREADS}")
+        if self.memory_limit:  # validated by config: digits and a unit
+            conn.execute(f"SET memory_limit = '{self.memory_limit}'")
+        self._conn = conn
 
     def _skip_vacuum_if_big(self) -> None:
         if self._rows_stored >= self.vacuum_below_rows:
@@ -434,11 +441,24 @@ class Writer:
         self._skip_vacuum_if_big()
         self._conn.execute("CHECKPOINT")
         self._rows_unchecked = 0
+        self._shed_cache()
 
-    def _publish_now(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published:
+    def _shed_cache(self) -> None:
+        """A fresh connection to the same working database. DuckDB keeps what it has read
+        and written cached while a connection is open, so one held for a whole run grew
+        with the table (a 1M-call backfill peaked at 280 MB, against 208 MB when the old
+        writer let go of the file every second). Nobody else opens the working database,
+        so reopening it lets no one in; the checkpoint just made keeps it cheap."""
+        self._conn.close()
+        self._conn = None
+        self._open()
+
+    def _publish_now(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False, renew: bool = True) -> Published:
         self._skip_vacuum_if_big()
         published = self.store.publish(conn, rewrite=rewrite)
         self._rows_unchecked = 0
+        if renew:
+            self._shed_cache()
         self._published_at = time.monotonic()
         self.published.append(published)
         log.debug("published %s: %d bytes in %.2fs (%s)", published.path, published.bytes, published.seconds, published.method)
@@ -458,7 +478,7 @@ class Writer:
         if self._conn is None:
             return
         try:
-            self._publish_now(self._conn)
+            self._publish_now(self._conn, renew=False)
         finally:
             conn, self._conn = self._conn, None
             conn.close()

@@ -143,7 +143,7 @@ async def test_a_transcript_fetched_again_replaces_its_segments(sandbox, make_se
     settings = make_settings(sandbox.base_url, media={"recordings": False})
     await sync.backfill(settings, data.first_day, data.today)
     call_id = rows(settings, "SELECT call_id FROM media_jobs WHERE kind = 'transcript' AND status = 'done' LIMIT 1")[0][0]
-    with duckdb.connect(str(settings.database.path)) as conn:  # as if the vendor had re-transcribed the call
+    with FileStore(settings.database.path).session() as conn:  # as if the vendor had re-transcribed the call
         conn.execute("INSERT INTO transcript_segments VALUES (?, 999, 'ai', 'stale', 1.0)", [call_id])
         conn.execute("UPDATE media_jobs SET status = 'pending' WHERE call_id = ? AND kind = 'transcript'", [call_id])
     summary = await sync.media(settings)
@@ -507,7 +507,10 @@ async def test_hostile_call_ids_never_write_outside_the_media_folder(sandbox, ma
         assert path.is_relative_to(media_dir / "recordings") and path.name == file_stem(hostile) + ".mp3"
         assert path.read_bytes() == data.recording_bytes(call["id"])
     outside = [path for path in tmp_path.rglob("*") if path.is_file() and not path.resolve().is_relative_to(media_dir)]
-    assert sorted(path.name for path in outside) == ["callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"]
+    snapshot = os.readlink(tmp_path / "callsync.duckdb")
+    assert sorted(str(path.relative_to(tmp_path)) for path in outside) == [
+        ".callsync/callsync.duckdb", snapshot, "callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"
+    ]
     for escaped in (Path("/etc/cron.d/evil.mp3"), tmp_path / "escaped.mp3", tmp_path.parent / "escaped.mp3"):
         assert not escaped.exists()
     assert len(final_files(settings)) == len(recorded_calls(data)) - len(not_http)
