@@ -55,9 +55,11 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--demo-calls", type=int, default=3_000)
     parser.add_argument("--copies", type=int, default=3, help="byte-copy publishes to time")
+    parser.add_argument("--keep", type=Path, help="build in this (new) folder and keep it, instead of a temp one")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="callsync-publish-") as workdir:
-        workdir = Path(workdir)
+    with tempfile.TemporaryDirectory(prefix="callsync-publish-") as temp:
+        workdir = args.keep or Path(temp)
+        workdir.mkdir(parents=True, exist_ok=True)
         demo = workdir / "demo.duckdb"
         callsync("demo", "--calls", str(args.demo_calls), "--days", "30", "--database", str(demo),
                  "--media-dir", str(workdir / "demo-media"), "--no-progress", cwd=workdir)

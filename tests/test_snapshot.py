@@ -149,14 +149,17 @@ async def test_sigkill_at_random_moments_leaves_a_valid_snapshot_and_a_rerun_end
     async with run_sandbox(data=data, faults=Faults(latency_ms=20)) as sandbox:
         write_config(tmp_path, sandbox.base_url, api={"max_concurrency": 2}, database={"publish_interval_s": 0.05})
         during_publish = 0
-        for _ in range(3):
+        for attempt in range(4):
             backfill = await start_cli("backfill", "--start", first, "--end", last, "--no-media", cwd=tmp_path)
-            target = len(sandbox.log.since(0)) + chance.randint(3, 25)
-            while backfill.returncode is None and len(sandbox.log.since(0)) < target:
-                await asyncio.sleep(0.005)  # poll the server's recorded requests
-            during_publish += _publishing(database)
-            if backfill.returncode is None:
-                backfill.send_signal(signal.SIGKILL)
+            if attempt == 0:  # the moment a publish has begun its copy: kill from a thread, at once
+                during_publish += await asyncio.to_thread(_kill_once_publishing, backfill.pid, database)
+            else:
+                target = len(sandbox.log.since(0)) + chance.randint(3, 25)
+                while backfill.returncode is None and len(sandbox.log.since(0)) < target:
+                    await asyncio.sleep(0.005)  # poll the server's recorded requests
+                during_publish += _publishing(database)
+                if backfill.returncode is None:
+                    backfill.send_signal(signal.SIGKILL)
             await backfill.wait()
             if database.exists():
                 assert scalar(database, "SELECT count(*) FROM calls") <= data.calls_total
@@ -169,7 +172,7 @@ async def test_sigkill_at_random_moments_leaves_a_valid_snapshot_and_a_rerun_end
     assert sorted(path.name for path in (tmp_path / ".callsync").iterdir()) == [
         "callsync.duckdb", os.readlink(database).split("/")[-1]
     ]
-    print(f"kills that landed while a snapshot was being written: {during_publish} of 3")
+    print(f"kills that landed while a snapshot was being written: {during_publish} of 4")
 
 
 def _leave_what_a_killed_publish_leaves(folder: Path) -> Path:
@@ -182,9 +185,24 @@ def _leave_what_a_killed_publish_leaves(folder: Path) -> Path:
     return torn
 
 
+def _kill_once_publishing(pid: int, database: Path) -> int:
+    """Watch for a publish's new snapshot file (a second one beside the current), then
+    SIGKILL the run; gives up when the run ends first."""
+    while os.path.exists(f"/proc/{pid}") and not _publishing(database):
+        pass
+    landed = _publishing(database)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return landed
+
+
 def _publishing(database: Path) -> int:
-    snapshots = list(database.parent.glob(".callsync/*.snapshot-*")) + list(database.parent.glob(".callsync-publish-*"))
-    return int(len(snapshots) > 1)
+    folder = database.parent / ".callsync"
+    snapshots = [name for name in os.listdir(folder) if ".snapshot-" in name and not name.endswith(".wal")] if folder.exists() else []
+    first_publish = not database.exists() and snapshots
+    return int(len(snapshots) > 1 or bool(first_publish) or bool(list(database.parent.glob(".callsync-publish-*"))))
 
 
 async def test_a_database_from_the_current_layout_is_taken_over_without_resyncing(tmp_path):
