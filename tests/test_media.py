@@ -245,7 +245,7 @@ async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_th
     await sync.backfill(settings, data.first_day, data.today)
     late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
     assert late
-    with duckdb.connect(str(settings.database.path)) as conn:  # as the previous version left it
+    with FileStore(settings.database.path).session() as conn:  # as the previous version left it
         conn.execute("DELETE FROM schema_migrations WHERE name LIKE '005%'")
         conn.execute("ALTER TABLE media_jobs DROP COLUMN misses")
         conn.execute("""UPDATE media_jobs SET status = 'unavailable', missing_since = NULL, next_attempt_at = NULL,
@@ -256,7 +256,7 @@ async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_th
                           [refused_call])
     assert refused_before[0][0] == "unavailable" and refused_before[0][2].startswith("refused: ")
 
-    load.Store(settings.database.path).migrate()
+    load.migrate(FileStore(settings.database.path))
     reopened = transcript_jobs(settings)
     for call_id in late:
         status, misses, missing_since, error = reopened[call_id]
