@@ -320,3 +320,19 @@ async def test_a_publish_without_space_is_one_line_and_keeps_both_databases(tmp_
     assert "\n" not in error and "Traceback" not in output
     assert lines[0:2] == ["code=1", "snapshot 1"], output  # the old snapshot: the first run only
     assert "code=0" in lines and lines[-2] == "snapshot 3", output  # the working database kept the failed run's row
+
+
+@pytest.mark.parametrize("command", [["query", "select 1", "--format", "csv"], ["status"]])
+async def test_the_read_only_commands_load_nothing_of_the_sync(tmp_path, command):
+    # They start fast (`query "select 1"` under 0.5 s with bytecode cached) because they
+    # never import the client, aiohttp, pydantic or NumPy.
+    database = tmp_path / "r.duckdb"
+    load.migrate(FileStore(database))
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "pipeline", *command, "--database", str(database),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    imported = {line.split("|")[-1].strip() for line in stderr.decode().splitlines() if line.startswith("import time:")}
+    assert not imported & {"aiohttp", "pydantic", "pipeline.client", "pipeline.config", "numpy", "pyarrow"}
