@@ -22,6 +22,7 @@ from pipeline import mediafiles
 from pipeline.mediafiles import file_stem, recording_path
 from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
+from pipeline.store import FileStore
 from tests.conftest import TOKEN, run_cli, start_cli, write_config
 
 
