@@ -16,6 +16,7 @@ from pipeline.errors import ConfigError
 DEFAULT_CONFIG_NAME = "callsync.toml"
 CONFIG_ENV = "CALLSYNC_CONFIG"
 DEFAULT_DATABASE = "callsync.duckdb"
+LAKE_KEYS = {"lake_catalog", "lake_data_path", "schema"}
 
 
 def find_config(explicit: str | Path | None) -> Path | None:
@@ -40,6 +41,10 @@ def database_path(config_path: Path) -> Path:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
     database = raw.get("database", {})
+    if isinstance(database, dict) and set(database) & LAKE_KEYS:
+        from pipeline.config import load_settings  # a lake config: the full validation says what is wrong
+
+        return load_settings(config_path).database.path
     value = database.get("path", DEFAULT_DATABASE) if isinstance(database, dict) else None
     if not isinstance(value, str):
         raise ConfigError(f"{config_path}: [database] path: must be a string (got {value!r})")

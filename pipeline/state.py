@@ -15,12 +15,10 @@ import os
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 from pipeline.errors import DiskError, LockHeldError
-
-if TYPE_CHECKING:  # the read-only commands import this module: keep the client out
-    from pipeline.extract import Window
+from pipeline.extract import Window
 
 WATERMARK_KEY = "watermark"
 

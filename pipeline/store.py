@@ -195,14 +195,23 @@ class FileStore:
         """The published snapshot, read-only. Never waits: nothing callsync does holds it."""
         if not self.path.exists():
             raise DiskError(f"{self.path}: database does not exist yet (run `{command_hint('sync')}` first)")
-        try:
-            conn = duckdb.connect(str(self.path), read_only=True)
-        except duckdb.Error as exc:
-            raise _read_error(self.path, exc) from None
+        conn = self._connect_read_only()
         try:
             yield conn
         finally:
             conn.close()
+
+    def _connect_read_only(self, tries: int = 3) -> duckdb.DuckDBPyConnection:
+        for attempt in range(tries):
+            try:
+                return duckdb.connect(str(self.path), read_only=True)
+            except duckdb.Error as exc:
+                # DuckDB resolved the symlink, then a publish moved it on and removed that
+                # snapshot before DuckDB opened it: the newer one is there.
+                moved_on = "does not exist" in str(exc) and self.path.exists()
+                if not moved_on or attempt == tries - 1:
+                    raise _read_error(self.path, exc) from None
+        raise AssertionError("unreachable")
 
     def sizes(self) -> dict[str, object]:
         """For `callsync status`: both files' sizes and times, and the free space."""
