@@ -162,6 +162,13 @@ def callsync_time(data: SandboxData, *, days: float = 0, hours: float = 0) -> st
     return (base + timedelta(days=20 + days, hours=hours)).isoformat()
 
 
+def clocks_at(data: SandboxData, *, days: float = 0, hours: float = 0) -> str:
+    """Move the sandbox's clock to callsync_time, and return it for $CALLSYNC_NOW."""
+    moment = callsync_time(data, days=days, hours=hours)
+    data.set_now(datetime.fromisoformat(moment))
+    return moment
+
+
 def transcript_jobs(settings) -> dict[str, tuple]:
     return {row[0]: row[1:] for row in rows(
         settings, "SELECT call_id, status, misses, missing_since, last_error FROM media_jobs WHERE kind = 'transcript'")}
@@ -174,7 +181,7 @@ async def test_a_backfill_of_old_calls_keeps_asking_for_late_transcripts_and_a_l
     config = cli_config(tmp_path, sandbox)  # max_age_days 14; the calls are 20+ days old by callsync's clock
     settings = make_settings(sandbox.base_url)
     backfill = await run_cli("backfill", "--config", str(config), "--start", str(data.first_day),
-                             "--end", str(data.today), cwd=tmp_path, env={"CALLSYNC_NOW": callsync_time(data)})
+                             "--end", str(data.today), cwd=tmp_path, env={"CALLSYNC_NOW": clocks_at(data)})
     assert backfill.code == 0, backfill.stderr
     late = {call["id"] for call in recorded_calls(data) if data.transcript_pending(call["id"])}
     assert late, "the sandbox should hold some transcripts back"
@@ -185,7 +192,7 @@ async def test_a_backfill_of_old_calls_keeps_asking_for_late_transcripts_and_a_l
 
     assert set(data.make_transcripts_ready()) >= late  # the vendor finishes them, a while later
     later = await run_cli("sync", "--config", str(config), cwd=tmp_path,
-                          env={"CALLSYNC_NOW": callsync_time(data, hours=5)})
+                          env={"CALLSYNC_NOW": clocks_at(data, hours=5)})
     assert later.code == 0, later.stderr
     assert {status for status, *_ in transcript_jobs(settings).values()} == {"done"}
     stored = {row[0] for row in rows(settings, "SELECT DISTINCT call_id FROM transcript_segments")}
@@ -199,13 +206,13 @@ async def test_not_ready_media_becomes_unavailable_only_after_max_age_days_since
     settings = make_settings(sandbox.base_url, media={"max_age_days": 2, "recordings": False})
 
     async def media_run_at(days: float):
-        monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data, days=days))
+        monkeypatch.setenv("CALLSYNC_NOW", clocks_at(data, days=days))
         asked_before = len(sandbox.requests)
         summary = await sync.media(settings)
         assert summary.exit_code == 0, "media that is not there is not a failure"
         return summary, len([r for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript")])
 
-    monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data))
+    monkeypatch.setenv("CALLSYNC_NOW", clocks_at(data))
     await sync.backfill(settings, data.first_day, data.today)
     late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
     assert late
