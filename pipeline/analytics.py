@@ -13,8 +13,10 @@ the SQL casts where it needs a number (``CAST($limit AS INTEGER)``).
 
 Errors are one line: a mistake in the query (syntax, unknown table or column, a bad
 or missing parameter, an unknown name, a write on the read-only connection) is a
-UsageError (exit 2); a database that stays locked by a writer is a
-DatabaseLockedError, and a missing or unreadable database file a DiskError (exit 1).
+UsageError (exit 2); a missing or unreadable database file is a DiskError (exit 1).
+Queries read the published snapshot (see pipeline.store), which no sync holds: they
+never wait. Only an analyst's read-write session on that file keeps them out
+(DatabaseLockedError, exit 1, at once) until the next publish replaces it.
 """
 
 from __future__ import annotations
@@ -23,20 +25,18 @@ import csv
 import io
 import json
 import re
-from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from uuid import UUID
 
 import duckdb
 
 from pipeline.errors import DatabaseLockedError, DiskError, UsageError, command_hint
-from pipeline.load import MIGRATIONS_TABLE, Store, sql_dir
-
-DEFAULT_WAIT_S = 5.0
+from pipeline.sqlfiles import MIGRATIONS_TABLE, sql_dir
+from pipeline.store import FileStore
 
 _NAME = re.compile(r"[A-Za-z_][\w-]*")
 _PARAM_LINE = re.compile(r"param:\s*(?P<name>\w+)(?:\s*=\s*(?P<default>\S+))?\s*(?P<description>.*)")
@@ -116,39 +116,11 @@ def is_query_name(name_or_sql: str) -> bool:
 # --- running ---------------------------------------------------------------------------
 
 
-def run_query(
-    path: Path | str,
-    name_or_sql: str,
-    params: Mapping[str, str] | None = None,
-    *,
-    wait_s: float = DEFAULT_WAIT_S,
-    on_wait: Callable[[], None] | None = None,
-) -> tuple[Columns, Rows]:
-    """Run a named query or ad-hoc SQL on a read-only connection to the DuckDB file.
-    While a sync holds the file, retry for up to ``wait_s`` seconds (``on_wait`` is
-    called once when the wait begins)."""
+def run_query(path: Path | str, name_or_sql: str, params: Mapping[str, str] | None = None) -> tuple[Columns, Rows]:
+    """Run a named query or ad-hoc SQL on a read-only connection to the published snapshot."""
     sql, values = resolve(name_or_sql, params or {})
-    with _read_only(Path(path), wait_s, on_wait) as conn:
+    with FileStore(path).read_only() as conn:
         return execute(conn, sql, values)
-
-
-@contextmanager
-def _read_only(path: Path, wait_s: float, on_wait: Callable[[], None] | None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection: at once if the file is free, else after waiting for the writer."""
-    with ExitStack() as stack:
-        try:
-            conn = stack.enter_context(Store(path, lock_wait_s=0).connect(read_only=True))
-        except DatabaseLockedError:
-            if on_wait:
-                on_wait()
-            try:
-                conn = stack.enter_context(Store(path, lock_wait_s=wait_s).connect(read_only=True))
-            except DatabaseLockedError:
-                raise DatabaseLockedError(
-                    f"{path}: still locked by another process after {wait_s:g}s"
-                    " (a sync or backfill is writing): try again, or wait longer"
-                ) from None
-        yield conn
 
 
 def resolve(name_or_sql: str, params: Mapping[str, str]) -> tuple[str, dict[str, str]]:

@@ -17,10 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from pipeline.configpath import CONFIG_ENV, DEFAULT_CONFIG_NAME, find_config  # noqa: F401
 from pipeline.errors import ConfigError
-
-DEFAULT_CONFIG_NAME = "callsync.toml"
-CONFIG_ENV = "CALLSYNC_CONFIG"
 
 
 class _Section(BaseModel):
@@ -93,6 +91,8 @@ class DatabaseSettings(_Section):
         if not _SCHEMA.fullmatch(value):
             raise ValueError("must be lower-case letters, digits and _, starting with a letter or _ (at most 63)")
         return value
+    # Publish the snapshot at `path` at most this often during a long run (and always at its end).
+    publish_interval_s: float = Field(60.0, gt=0)
 
     @field_validator("memory_limit")
     @classmethod
@@ -142,16 +142,6 @@ class Settings(_Section):
                 hint += f" or create {self.api.token_file}"
             raise ConfigError(f"{self.source or 'config'}: no API token: {hint}")
         return self.token
-
-
-def find_config(explicit: str | Path | None) -> Path | None:
-    """--config FILE, else $CALLSYNC_CONFIG, else ./callsync.toml if it exists."""
-    if explicit:
-        return Path(explicit)
-    if os.environ.get(CONFIG_ENV):
-        return Path(os.environ[CONFIG_ENV])
-    default = Path(DEFAULT_CONFIG_NAME)
-    return default if default.exists() else None
 
 
 def load_settings(path: str | Path | None, *, required: bool = True) -> Settings:

@@ -24,10 +24,10 @@ from typing import AsyncIterator
 
 from pydantic import SecretStr
 
-from pipeline import analytics, load, state, sync
+from pipeline import analytics, load, sync
 from pipeline.config import ApiSettings, DatabaseSettings, MediaSettings, Settings
 from pipeline.errors import CallsyncError, UsageError
-from pipeline.load import Store
+from pipeline.store import FileStore
 
 DEMO_KEY = "demo"
 SANDBOX_TOKEN = "sandbox-token"
@@ -83,7 +83,7 @@ def settle_data(
 ) -> DemoData:
     """The demo data this database was built with; on a first run, the data to build it
     with (unset values take the defaults; no port yet)."""
-    with state.RunLock(database), Store(database).connect() as conn:
+    with FileStore(database).session() as conn:
         load.apply_migrations(conn)
         stored = load.get_state(conn, DEMO_KEY)
         if stored is not None:
@@ -99,7 +99,7 @@ def settle_data(
 
 
 def record_data(database: Path, data: DemoData) -> None:
-    with state.RunLock(database), Store(database).connect() as conn:
+    with FileStore(database).session() as conn:
         load.set_state(conn, DEMO_KEY, data.to_json())
 
 

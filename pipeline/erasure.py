@@ -40,6 +40,7 @@ from pipeline.mediafiles import MediaFolder, disk_error
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
+    from pipeline.store import FileStore
     from pipeline.sync import RunPlan
 
 log = logging.getLogger("callsync.erasure")
@@ -350,32 +351,40 @@ def rewrite_due(conn: duckdb.DuckDBPyConnection) -> bool:
     return pending == REWRITE_AT_ONCE or not recent
 
 
-def rewrite_database(store: load.Store) -> None:
-    """Replace the database file by a fresh copy of its contents (COPY FROM DATABASE into a
-    temp file beside it, flushed, renamed over it). The copy holds no freed block, so no
-    byte of erased rows. Run under the run lock: nobody writes meanwhile."""
-    path = store.path
-    temp = path.with_name(path.name + REWRITE_SUFFIX)
+def rewrite_database(store: FileStore) -> None:
+    """Rewrite the working database and publish it (under the run lock, with no connection
+    open): COPY FROM DATABASE into a temp file beside it, flushed, renamed over it. The
+    copy holds no freed block, so no byte of erased rows; the snapshot published from it
+    neither, and the publish deletes the older snapshots."""
+    working = store.working
+    temp = working.with_name(working.name + REWRITE_SUFFIX)
     temp.unlink(missing_ok=True)
+    conn = store.open()
     try:
-        with store.connect() as conn:
-            _copy_into(conn, temp)
+        _copy_into(conn, temp)
     except duckdb.Error as exc:
         temp.unlink(missing_ok=True)
-        raise DiskError(f"{path}: could not rewrite the database: {str(exc).strip().splitlines()[0]}") from None
+        raise DiskError(f"{working}: could not rewrite the database: {str(exc).strip().splitlines()[0]}") from None
+    finally:
+        conn.close()
     try:
         with temp.open("rb+") as handle:
             os.fsync(handle.fileno())
-        os.replace(temp, path)
-        directory = os.open(path.parent, os.O_RDONLY)
+        os.replace(temp, working)
+        directory = os.open(working.parent, os.O_RDONLY)
         try:
             os.fsync(directory)
         finally:
             os.close(directory)
     except OSError as exc:
         temp.unlink(missing_ok=True)
-        raise DiskError(f"{path}: could not rewrite the database: {exc.strerror}") from None
-    log.info("rewrote %s", path, extra={"event": "database_rewritten"})
+        raise DiskError(f"{working}: could not rewrite the database: {exc.strerror}") from None
+    conn = store.open()
+    try:
+        store.publish(conn)
+    finally:
+        conn.close()
+    log.info("rewrote %s and published it", working, extra={"event": "database_rewritten"})
 
 
 def _copy_into(conn: duckdb.DuckDBPyConnection, temp: Path) -> None:

@@ -19,7 +19,7 @@ maps each to an exit code in one place (``exit_code``)::
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
     ├── DiskError                      1  disk full / permission denied on our own files
-    ├── DatabaseLockedError            1  the DuckDB file stayed locked by another process
+    ├── DatabaseLockedError            1  an analyst holds the snapshot read-write (query, status)
     ├── DatabaseMemoryError            1  DuckDB hit [database] memory_limit
     └── BudgetExhausted                0  the request budget is spent: a clean pause
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from pipeline import erasure, load, state
+from pipeline import erasure, load
 from pipeline.config import Settings
 from pipeline.errors import DiskError, UsageError
-from pipeline.load import Store
+from pipeline.store import FileStore
 from pipeline.mediafiles import MediaFolder
 from pipeline.sync import new_run_id
 
@@ -67,9 +67,10 @@ def forget(settings: Settings, caller_numbers: list[str], call_ids: list[str]) -
     path = settings.database.path
     if not path.exists():
         raise DiskError(f"{path}: database does not exist yet (nothing to forget)")
-    with state.RunLock(path):
-        store = Store(path)
-        with store.connect() as conn:
+    store = FileStore(path)
+    with store.lock():
+        conn = store.open()
+        try:
             load.apply_migrations(conn)
             args = {"caller_numbers": len(caller_numbers), "call_ids": len(call_ids)}  # never the values
             load.start_run(conn, summary.run_id, "forget", args)
@@ -77,6 +78,8 @@ def forget(settings: Settings, caller_numbers: list[str], call_ids: list[str]) -
             summary.files = erasure.remove_queued_files(conn, settings.media.dir)
             summary.temp_files = _empty_media_temp(settings.media.dir)
             load.finish_run(conn, summary.run_id, "ok", {"calls": summary.calls, **summary.rows}, None)
+        finally:
+            conn.close()
         erasure.rewrite_database(store)
     return summary
 
@@ -117,6 +120,6 @@ def _empty_media_temp(media_dir: Path) -> int:
 
 
 def list_tombstones(settings: Settings) -> list[tuple]:
-    with Store(settings.database.path, lock_wait_s=10).connect(read_only=True) as conn:
+    with FileStore(settings.database.path).read_only() as conn:
         tables = {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
         return load.run_sql(conn, "list_tombstones").fetchall() if "tombstones" in tables else []

@@ -1,35 +1,37 @@
 """DuckDB: migrations, columnar upserts, checkpoints. Knows nothing of HTTP.
 
-The write side is one thread (``Writer``) that opens the file only while it
-commits and closes it between groups of commits, so that an analyst's read-only
-connection can get in during a long backfill. Each window's calls, its rejected
-records and its checkpoint are one transaction: a crash loses nothing committed,
-and a re-run upserts over what is there, so nothing is ever duplicated.
+The write side is one thread (``Writer``) that holds the store's working database
+read-write for the whole run and publishes it for analysts now and then and at the
+end (see pipeline.store). Each window's calls, its rejected records and its
+checkpoint are one transaction: a crash loses nothing committed, and a re-run
+upserts over what is there, so nothing is ever duplicated.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import partial
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import duckdb
 import pyarrow as pa
 
 from pipeline import clock, erasure
-from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint
+from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
 from pipeline.columns import CALL_SCHEMA, last_row_per_id
+from pipeline.sqlfiles import MIGRATIONS_TABLE, _statements, read_sql, run_sql, split_statements, sql_dir  # noqa: F401
+from pipeline.store import FileStore, Published, Store, transaction  # noqa: F401
 
 T = TypeVar("T")
+log = logging.getLogger("callsync.load")
 
-MIGRATIONS_TABLE = "schema_migrations"
 CHECKPOINT_THRESHOLD = "1GB"
 # The writer's DuckDB works in the writer thread alone. With worker threads, each
 # checkpoint ran in parallel tasks that took 100-190 MB more at a 1M-call table and
@@ -38,35 +40,9 @@ WRITER_THREADS = 1
 # Once a run has stored this many calls, its checkpoints skip DuckDB's vacuum (see Writer).
 # A cron sync of the lookback days stores far fewer.
 VACUUM_BELOW_ROWS = 50_000
-# The writer lets go of the file (see Writer) after this many rows, if hold_s has not come first.
-MAX_HELD_ROWS = 40_000
-LOCK_RETRY_S = 0.05
-
-def sql_dir() -> Path:
-    """sql/ beside the package in a checkout; inside it when installed as a wheel."""
-    packaged = Path(__file__).parent / "sql"
-    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "sql"
-
-
-def read_sql(relative: str) -> str:
-    return (sql_dir() / relative).read_text()
-
-
-def run_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> duckdb.DuckDBPyConnection:
-    """Run sql/statements/NAME.sql, one statement at a time, each with the parameters it names."""
-    result = conn
-    for query, names in _statements(name):
-        result = conn.execute(query, {key: params[key] for key in names} or None)
-    return result
-
-
-@cache
-def _statements(name: str) -> tuple[tuple[str, frozenset[str]], ...]:
-    """Read and split a statement file once per process: the writer runs some on every commit."""
-    return tuple(
-        (statement.query, frozenset(statement.named_parameters))
-        for statement in duckdb.extract_statements(read_sql(f"statements/{name}.sql"))
-    )
+# The writer checkpoints (see Writer) once this many rows are committed since the last.
+CHECKPOINT_ROWS = 15_000
+PUBLISH_INTERVAL_S = 60.0
 
 
 def count_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[int]:
@@ -78,62 +54,23 @@ def count_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list
     return counts
 
 
-def split_statements(script: str) -> list[str]:
-    return [statement.query for statement in duckdb.extract_statements(script)]
-
-
 def utcnow() -> datetime:
     return clock.now()
 
 
-# --- connections and migrations ---------------------------------------------------
+# --- migrations ---------------------------------------------------------------------
 
 
-class Store:
-    """The DuckDB file. Connections retry briefly while another process holds the lock."""
-
-    def __init__(self, path: Path | str, *, lock_wait_s: float = 30.0):
-        self.path = Path(path)
-        self.lock_wait_s = lock_wait_s
-
-    @contextmanager
-    def connect(self, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        conn = self.open(read_only=read_only)
+def migrate(store: Store) -> list[str]:
+    """Apply the migrations and publish, outside a run (tests, tools)."""
+    with store.lock():
+        conn = store.open()
         try:
-            yield conn
+            applied = apply_migrations(conn)
+            store.publish(conn)
         finally:
             conn.close()
-
-    def open(self, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection the caller closes; ``connect`` is the context-managed form."""
-        if not read_only:
-            _ensure_parent(self.path)
-        elif not self.path.exists():
-            raise DiskError(f"{self.path}: database does not exist yet (run `{command_hint('sync')}` first)")
-        deadline = time.monotonic() + self.lock_wait_s
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=read_only)
-            except duckdb.IOException as exc:
-                message = str(exc)
-                if "lock" not in message.lower():
-                    raise DiskError(f"{self.path}: {_first_line(message)}") from None
-                if time.monotonic() >= deadline:
-                    raise DatabaseLockedError(
-                        f"{self.path}: database stayed locked by another process for {self.lock_wait_s:.0f}s"
-                    ) from None
-                time.sleep(LOCK_RETRY_S)
-
-    def migrate(self) -> list[str]:
-        with self.connect() as conn:
-            return apply_migrations(conn)
-
-
-def _ensure_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise DiskError(f"{path.parent}: cannot create database folder: {exc.strerror}") from None
+    return applied
 
 
 def _first_line(message: str) -> str:
@@ -181,17 +118,6 @@ class CallCounts:
     rejected: int = 0
     deleted: int = 0  # held, but no longer listed upstream: moved to deleted_calls
     restored: int = 0  # deleted upstream before, listed again (also counted as updated or unchanged)
-
-
-@contextmanager
-def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 @contextmanager
@@ -352,22 +278,29 @@ class _Queued:
 
 class Writer:
     """One thread owns every write. Work is queued and committed in groups, at most once per
-    ``commit_interval_s``; the windows of a group share one transaction. The file is held
-    open across groups for at most ``hold_s``, then let go for ``reader_gap_s`` so that an
-    analyst's read-only connection gets in during a long backfill (opening and closing
-    per group would checkpoint every time, which grows with the table). The rows committed
-    but not yet checkpointed stay in memory until then: at 200k calls, 1 s peaked ~7 MB
-    lower than 1.5 s (and that ~10 MB lower than 3 s); 0.75 s saved little more and
-    was ~10% slower, each letting go costing the writer a checkpoint and a reopen.
-    ``max_pending_rows`` bounds what waits for the next commit. The group being committed
-    does not count, so fetching goes on during a commit: at most twice
-    ``max_pending_rows`` is held.
+    ``commit_interval_s``; the windows of a group share one transaction. ``max_pending_rows``
+    bounds what waits for the next commit. The group being committed does not count, so
+    fetching goes on during a commit: at most twice ``max_pending_rows`` is held.
+
+    The writer opens the store's working database on its first commit and holds it until
+    the run ends: no one else opens that file, so nothing has to wait for a gap. It
+    publishes the snapshot analysts read at most every ``publish_interval_s`` and, always,
+    when it closes, whatever the run's outcome (ok, failed, paused, aborted, interrupted):
+    the end of every run goes through ``__aexit__``.
+
+    Rows committed but not yet checkpointed stay in DuckDB's memory, and so does every
+    block a connection has read or written (each commit reads the id column of `calls`).
+    So once ``checkpoint_rows`` are committed since the last checkpoint, the writer
+    checkpoints and opens a fresh connection to the working database (no one else
+    opens that file, so this lets no one in); publishing does the same. Held for the
+    whole run without that, a 1M-call backfill peaked at 280 MB; checkpointing every
+    40k rows peaked 14 MB higher than every 15k at 200k calls (and 10k saved no more).
 
     Each checkpoint stores the rows since the last as a new row group, and DuckDB's vacuum
     merges small row groups by rewriting them: 100-190 MB for a moment, whenever a row
     group's worth had gathered. So once a run has stored ``vacuum_below_rows`` calls, its
     checkpoints skip the vacuum: the frequent small syncs keep the table compact, and a
-    big backfill leaves row groups of what it committed between letting go (~10-100k rows).
+    big backfill leaves row groups of ``checkpoint_rows`` or so.
 
     ``after_windows(conn, batches)`` runs inside each windows transaction (the sync
     moves its watermark there)."""
@@ -381,9 +314,8 @@ class Writer:
         commit_interval_s: float = 1.0,
         max_pending_rows: int = 20_000,
         memory_limit: str | None = None,
-        hold_s: float = 1.0,
-        max_held_rows: int = MAX_HELD_ROWS,
-        reader_gap_s: float = 0.25,
+        checkpoint_rows: int = CHECKPOINT_ROWS,
+        publish_interval_s: float = PUBLISH_INTERVAL_S,
         vacuum_below_rows: int = VACUUM_BELOW_ROWS,
     ):
         self.store = store
@@ -392,15 +324,14 @@ class Writer:
         self.commit_interval_s = commit_interval_s
         self.max_pending_rows = max_pending_rows
         self.memory_limit = memory_limit
-        self.hold_s = hold_s
-        self.max_held_rows = max_held_rows
-        self.reader_gap_s = reader_gap_s
+        self.checkpoint_rows = checkpoint_rows
+        self.publish_interval_s = publish_interval_s
         self.vacuum_below_rows = vacuum_below_rows
+        self.published: list[Published] = []
         self._rows_stored = 0
-        self._rows_held = 0  # committed since the file was taken: in DuckDB's memory until let go
+        self._rows_unchecked = 0  # committed since the last checkpoint: in DuckDB's memory
         self._conn: duckdb.DuckDBPyConnection | None = None
-        self._opened_at = 0.0
-        self._released_at = 0.0
+        self._published_at = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsync-writer")
         self._queue: list[_Queued] = []
         self._pending_rows = 0
@@ -416,12 +347,21 @@ class Writer:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Commit what is queued, publish, close: the one way every run ends."""
         self._closing = True
         self._wakeup.set()
-        if self._task is not None:
-            await asyncio.shield(self._task)
-        self._executor.submit(self._release).result()
-        self._executor.shutdown(wait=True)
+        try:
+            if self._task is not None:
+                await asyncio.shield(self._task)
+        finally:
+            try:
+                await asyncio.shield(asyncio.get_running_loop().run_in_executor(self._executor, self._close))
+            finally:
+                self._executor.shutdown(wait=True)
+
+    async def publish(self, *, rewrite: bool = False) -> Published | None:
+        """Publish now (after what is queued before it), e.g. ``rewrite=True`` after an erasure."""
+        return await self.run(partial(self._publish_now, rewrite=rewrite))
 
     async def run(self, work: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
         """Run ``work(conn)`` in its own transaction-scope, now, and wait for it."""
@@ -496,47 +436,91 @@ class Writer:
 
     def _commit_group(self, works: list[Any]) -> list[tuple[bool, Any]]:
         """In the writer thread: run the group (consecutive windows as one transaction) on
-        the held connection, opening it first if needed; let it go once held long enough."""
+        the held connection, opening it first if needed; then checkpoint or publish if due."""
         results: list[tuple[bool, Any]] = []
         try:
-            conn = self._connection()
-            for run in _consecutive_runs(works):
+            for run in _consecutive_runs(works):  # the connection is asked for each time: a publish renews it
                 results.extend(
-                    self._run_windows(conn, run)
+                    self._run_windows(self._connection(), run)
                     if isinstance(run[0], WindowBatch)
-                    else [self._run_one(conn, work) for work in run]
+                    else [self._run_one(self._connection(), work) for work in run]
                 )
-            if self._closing or self._held_enough():
-                self._release()
-        except BaseException as exc:  # opening or closing failed: every unfinished item fails with it
+            if not self._closing and time.monotonic() - self._published_at >= self.publish_interval_s:
+                self._publish_during_run()
+            elif self._rows_unchecked >= self.checkpoint_rows:
+                self._checkpoint()
+        except BaseException as exc:  # opening or checkpointing failed: every unfinished item fails with it
             self._failure = self._failure or _as_store_error(exc)
             results.extend((False, self._failure) for _ in works[len(results):])
         return results
 
-    def _held_enough(self) -> bool:
-        return self._rows_held >= self.max_held_rows or time.monotonic() - self._opened_at >= self.hold_s
-
     def _connection(self) -> duckdb.DuckDBPyConnection:
         if self._conn is None:
-            # After letting go, leave readers a moment to get in before taking the file again.
-            time.sleep(max(0.0, self._released_at + self.reader_gap_s - time.monotonic()))
-            self._conn = self.store.open()
-            # Letting go of the file every hold_s checkpoints anyway; DuckDB's default (a
-            # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint too.
-            self._conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
-            self._conn.execute(f"SET threads = {WRITER_THREADS}")
-            if self.memory_limit:  # validated by config: digits and a unit
-                self._conn.execute(f"SET memory_limit = '{self.memory_limit}'")
-            self._opened_at = time.monotonic()
+            self._open()
+            # Nothing published yet (a first run): publish after the first group, so that
+            # analysts and `callsync query` have a database from the start.
+            published = self.store.path.exists()
+            self._published_at = time.monotonic() - (0 if published else self.publish_interval_s)
         return self._conn
 
-    def _release(self) -> None:
-        if self._conn is not None:
+    def _open(self) -> None:
+        conn = self.store.open()
+        # The writer checkpoints by itself (see _checkpoint); DuckDB's default (a
+        # checkpoint whenever the WAL passes 16 MB) made most commits checkpoint.
+        conn.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        conn.execute(f"SET threads = {WRITER_THREADS}")
+        if self.memory_limit:  # validated by config: digits and a unit
+            conn.execute(f"SET memory_limit = '{self.memory_limit}'")
+        self._conn = conn
+
+    def _skip_vacuum_if_big(self) -> None:
+        if self._rows_stored >= self.vacuum_below_rows:
+            self._conn.execute("SET max_vacuum_tasks = 0")
+
+    def _checkpoint(self) -> None:
+        self._skip_vacuum_if_big()
+        self._conn.execute("CHECKPOINT")
+        self._rows_unchecked = 0
+        self._shed_cache()
+
+    def _shed_cache(self) -> None:
+        """A fresh connection to the same working database. DuckDB keeps what it has read
+        and written cached while a connection is open, so one held for a whole run grew
+        with the table (a 1M-call backfill peaked at 280 MB, against 208 MB when the old
+        writer let go of the file every second). Nobody else opens the working database,
+        so reopening it lets no one in; the checkpoint just made keeps it cheap."""
+        self._conn.close()
+        self._conn = None
+        self._open()
+
+    def _publish_now(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False, renew: bool = True) -> Published:
+        self._skip_vacuum_if_big()
+        published = self.store.publish(conn, rewrite=rewrite)
+        self._rows_unchecked = 0
+        if renew:
+            self._shed_cache()
+        self._published_at = time.monotonic()
+        self.published.append(published)
+        log.debug("published %s: %d bytes in %.2fs (%s)", published.path, published.bytes, published.seconds, published.method)
+        return published
+
+    def _publish_during_run(self) -> None:
+        """A failed publish does not stop the run: what it commits is safe in the working
+        database, and the publish at the end tries again."""
+        try:
+            self._publish_now(self._conn)
+        except DiskError as exc:
+            log.error("%s", exc)
+            self._published_at = time.monotonic()
+
+    def _close(self) -> None:
+        """Publish what is committed and let go of the working database."""
+        if self._conn is None:
+            return
+        try:
+            self._publish_now(self._conn, renew=False)
+        finally:
             conn, self._conn = self._conn, None
-            self._rows_held = 0
-            self._released_at = time.monotonic()
-            if self._rows_stored >= self.vacuum_below_rows:
-                conn.execute("SET max_vacuum_tasks = 0")  # for the checkpoint that closing makes
             conn.close()
 
     def _run_windows(self, conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch]) -> list[tuple[bool, Any]]:
@@ -547,7 +531,7 @@ class Writer:
             return [outcome] * len(batches)
         rows = sum(batch.calls.num_rows for batch in batches)
         self._rows_stored += rows
-        self._rows_held += rows
+        self._rows_unchecked += rows
         return [(True, counts) for counts in value]
 
     def _run_one(self, conn: duckdb.DuckDBPyConnection, work: Callable[[duckdb.DuckDBPyConnection], Any]) -> tuple[bool, Any]:

@@ -154,7 +154,10 @@ class MediaFolder:
                     live[owner] = self._is_live(owner, gone)
                 if live[owner] or name == owner + OWNER_SUFFIX:
                     continue
-                shutil.rmtree(path) if is_dir else os.unlink(path)
+                try:
+                    shutil.rmtree(path) if is_dir else os.unlink(path)
+                except FileNotFoundError:  # another run starting removed it first
+                    continue
                 removed += 1
             for _descriptor, owner_path in gone:
                 owner_path.unlink(missing_ok=True)

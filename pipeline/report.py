@@ -1,41 +1,67 @@
-"""`callsync status`: what the database says about past runs, read-only."""
+"""`callsync status`: what the published snapshot says about past runs, read-only, and
+how it stands beside the working database (when published, how far behind, sizes)."""
 
 from __future__ import annotations
 
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
-from pipeline import clock, load, state
-from pipeline.load import Store
+from pipeline import clock
+from pipeline.sqlfiles import run_sql
+from pipeline.store import FileStore
+
+WATERMARK_KEY = "watermark"  # pipeline.state.WATERMARK_KEY, without importing the sync's modules
 
 
 def status(database_path: Path) -> dict[str, Any]:
-    with Store(database_path, lock_wait_s=10).connect(read_only=True) as conn:
-        return {
+    store = FileStore(database_path)
+    with store.read_only() as conn:
+        watermark = run_sql(conn, "get_state", key=WATERMARK_KEY).fetchone()
+        facts = {
             "database": str(database_path),
-            "watermark": load.get_state(conn, state.WATERMARK_KEY),
-            "last_sync": load.run_sql(conn, "status_last_sync").fetchone()[0],
-            "runs": _rows(load.run_sql(conn, "status_runs")),
-            "counts": dict(load.run_sql(conn, "status_counts").fetchall()),
+            "watermark": watermark[0] if watermark else None,
+            "last_sync": run_sql(conn, "status_last_sync").fetchone()[0],
+            "runs": _rows(run_sql(conn, "status_runs")),
+            "counts": dict(run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
             "media_oldest_pending": _oldest_pending(conn),
         }
+    facts["snapshot"] = _snapshot(store.sizes())
+    return facts
+
+
+def _snapshot(sizes: dict[str, Any]) -> dict[str, Any]:
+    published, changed = sizes["published_at"], sizes["working_changed_at"]
+    behind = max(0.0, changed - published) if published is not None and changed is not None else None
+    return {
+        "published_at": _utc(published),
+        "published_bytes": sizes["published_bytes"],
+        "working": sizes["working"],
+        "working_bytes": sizes["working_bytes"],
+        "working_changed_at": _utc(changed),
+        "behind_s": behind,
+        "free_bytes": sizes["free_bytes"],
+    }
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
-    if not load.run_sql(conn, "status_has_media").fetchone()[0]:
+    if not run_sql(conn, "status_has_media").fetchone()[0]:
         return {}
-    return dict(load.run_sql(conn, "status_media").fetchall())
+    return dict(run_sql(conn, "status_media").fetchall())
 
 
 def _oldest_pending(conn: duckdb.DuckDBPyConnection) -> dict[str, Any] | None:
     """The pending media job that has waited longest, and for how long (by callsync's clock)."""
-    if not load.run_sql(conn, "status_has_media").fetchone()[0]:
+    if not run_sql(conn, "status_has_media").fetchone()[0]:
         return None
-    row = load.run_sql(conn, "status_media_oldest_pending").fetchone()
+    row = run_sql(conn, "status_media_oldest_pending").fetchone()
     if row is None:
         return None
     kind, call_id, since, misses = row
@@ -68,6 +94,7 @@ def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def render_status(facts: dict[str, Any]) -> str:
     lines = [
         f"database:   {facts['database']}",
+        *_snapshot_lines(facts["snapshot"]),
         f"watermark:  {facts['watermark'] + ' (the last fully synced day)' if facts['watermark'] else 'none (no sync yet)'}",
         f"last sync:  {facts['last_sync'] or 'never'}",
         "rows:       " + ", ".join(f"{table} {count}" for table, count in facts["counts"].items()),
@@ -96,3 +123,23 @@ def render_status(facts: dict[str, Any]) -> str:
             line += f" - {run['error']}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def _snapshot_lines(snapshot: dict[str, Any]) -> list[str]:
+    published = snapshot["published_at"]
+    if snapshot["working_bytes"] is None:
+        behind = "no working database yet (the next run takes this file over)"
+    elif not snapshot["behind_s"]:
+        behind = "up to date with the working database"
+    else:
+        behind = f"the working database changed {snapshot['behind_s']:.0f}s after it (a run is going, or its publish failed)"
+    free = snapshot["free_bytes"]
+    return [
+        f"published:  {published:%Y-%m-%d %H:%M:%S}Z, {behind}",
+        f"sizes:      snapshot {_mb(snapshot['published_bytes'])}, working database {_mb(snapshot['working_bytes'])}"
+        + (f", {_mb(free)} free (publishing needs about the working database's size)" if free is not None else ""),
+    ]
+
+
+def _mb(size: int | None) -> str:
+    return "-" if size is None else f"{size / 1e6:.1f} MB"

@@ -10,10 +10,11 @@ import asyncio
 import logging
 import secrets
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Iterator
 
 import duckdb
 
@@ -32,7 +33,8 @@ from pipeline.errors import (
     WindowNotConvergedError,
 )
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
-from pipeline.load import Store, WindowBatch, Writer
+from pipeline.load import WindowBatch, Writer
+from pipeline.store import FileStore
 from pipeline.windowing import WindowPlanner
 
 log = logging.getLogger("callsync.sync")
@@ -356,16 +358,20 @@ async def _recorded_run(
     tidy_data: bool = True,
 ) -> RunSummary:
     """The frame of every run: the lock, migrations, a row in `runs`, the client, the outcome.
-    ``tidy_data``: apply retention and remove what was deleted (not on a dry run)."""
+    ``tidy_data``: apply retention and remove what was deleted (not on a dry run).
+    The writer publishes the snapshot when it closes, whatever the outcome."""
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
-    with state.RunLock(settings.database.path):
+    store = FileStore(settings.database.path)
+    rewrite = False
+    with store.lock(), _kept_error_of(summary):
         writer = Writer(
-            Store(settings.database.path),
+            store,
             summary.run_id,
             after_windows=after_windows,
             memory_limit=settings.database.memory_limit,
+            publish_interval_s=settings.database.publish_interval_s,
         )
         async with writer:
             await writer.run(load.apply_migrations)
@@ -389,8 +395,8 @@ async def _recorded_run(
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
                 rewrite = await _rewrite_due(writer)
-        if rewrite:
-            await _rewrite(settings)
+        if rewrite:  # the writer closed the working database: under the lock still
+            await _rewrite(store)
     return summary
 
 
@@ -401,10 +407,10 @@ async def _rewrite_due(writer: Writer) -> bool:
         return False
 
 
-async def _rewrite(settings: Settings) -> None:
-    """Removed personal data leaves the file's freed blocks at the latest a day later (see erasure)."""
+async def _rewrite(store: FileStore) -> None:
+    """Removed personal data leaves the files' freed blocks at the latest a day later (see erasure)."""
     try:
-        await asyncio.to_thread(erasure.rewrite_database, Store(settings.database.path))
+        await asyncio.to_thread(erasure.rewrite_database, store)
     except CallsyncError as exc:  # the run's data is committed; the next run tries again
         log.error("could not rewrite the database after removing data: %s", exc)
 
@@ -414,6 +420,18 @@ async def tidy(writer: Writer, settings: Settings, summary: RunSummary) -> None:
     removed = await writer.run(partial(erasure.tidy, settings=settings, run_id=summary.run_id))
     for name, count in {**removed.as_summary(), "files": removed.files}.items():
         summary.removed[name] = summary.removed.get(name, 0) + count
+
+
+@contextmanager
+def _kept_error_of(summary: RunSummary) -> Iterator[None]:
+    """The publish when the writer closes may fail too (no space, no memory): after a run
+    that failed already, the run's own error is the one to show, and this one is logged."""
+    try:
+        yield
+    except CallsyncError as exc:
+        if summary.error is None:
+            raise
+        log.error("%s", exc)
 
 
 async def _record_finish(writer: Writer, summary: RunSummary) -> None:

@@ -203,6 +203,7 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
     [(path,)] = rows(database, "SELECT path FROM recordings WHERE call_id = ?", [recorded["id"]])
     assert scalar(database, "SELECT count(*) FROM transcript_segments WHERE call_id = ?", [recorded["id"]]) > 0
     assert number.encode() in database.read_bytes()  # so that its absence below means something
+    assert number.encode() in (tmp_path / ".callsync" / "callsync.duckdb").read_bytes()
 
     refused = await run_cli("forget", "--caller-number", number, cwd=tmp_path)
     assert refused.code == 2 and "--yes" in refused.stderr
@@ -217,7 +218,9 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
         assert media_rows(database, [recorded["id"], other["id"]]) == 0
         assert scalar(database, "SELECT count(*) FROM rejected_records WHERE raw::VARCHAR LIKE ?", [f"%{number}%"]) == 0
         assert not (tmp_path / "media" / path).exists()
-        files = [database, *tmp_path.glob("callsync.duckdb*")]
+        # The published file, the working database and everything beside them (snapshots, logs, temp files).
+        files = [database, *tmp_path.glob("callsync.duckdb*"), *(tmp_path / ".callsync").iterdir()]
+        assert (tmp_path / ".callsync" / "callsync.duckdb") in files
         assert not [file for file in files if file.is_file() and number.encode() in file.read_bytes()]
 
     assert_forgotten()
@@ -266,7 +269,7 @@ async def verify_and_mend(tiny_sandbox, tiny_data, tmp_path) -> None:
     # Outside the lookback: a call deleted upstream, and one lost locally.
     [deleted] = await admin(tiny_sandbox, "delete_calls", count=1, day=str(start))
     [(lost,)] = rows(database, "SELECT id FROM calls WHERE timezone('UTC', started_at)::DATE = ? ORDER BY id LIMIT 1", [start + timedelta(days=1)])
-    with duckdb.connect(str(database)) as conn:
+    with duckdb.connect(str(tmp_path / ".callsync" / "callsync.duckdb")) as conn:  # the working database
         conn.execute("DELETE FROM calls WHERE id = ?", [lost])
     assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
     assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0  # the lookback does not see it

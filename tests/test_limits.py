@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 
-import duckdb
 import pytest
 
 from pipeline import sync
@@ -117,11 +116,10 @@ async def test_hourly_request_budget_counts_earlier_runs_and_resumes_after_the_h
     assert "0 requests allowed by max_requests_per_hour = 12, runs in the past hour sent 12" in second.stderr
     assert len(api_log(sandbox)) == sent
 
-    # An hour later (the earlier runs' finish times moved back) the backfill goes on and completes.
-    for _ in range(10):
-        with duckdb.connect(str(database)) as conn:
-            conn.execute("UPDATE runs SET finished_at = finished_at - INTERVAL 2 HOUR")
-        result = await run_cli(*args, cwd=tmp_path)
+    # Two hours later each time (callsync's clock pinned), the backfill goes on and completes.
+    for later in range(1, 11):
+        now = datetime.now(timezone.utc) + timedelta(hours=2 * later)
+        result = await run_cli(*args, cwd=tmp_path, env={"CALLSYNC_NOW": now.isoformat()})
         assert result.code == 0, result.stderr
         assert len(api_log(sandbox)) - sent <= 12
         sent = len(api_log(sandbox))

@@ -22,6 +22,7 @@ from pipeline import mediafiles
 from pipeline.mediafiles import file_stem, recording_path
 from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
+from pipeline.store import FileStore
 from tests.conftest import TOKEN, run_cli, start_cli, write_config
 
 
@@ -143,7 +144,7 @@ async def test_a_transcript_fetched_again_replaces_its_segments(sandbox, make_se
     settings = make_settings(sandbox.base_url, media={"recordings": False})
     await sync.backfill(settings, data.first_day, data.today)
     call_id = rows(settings, "SELECT call_id FROM media_jobs WHERE kind = 'transcript' AND status = 'done' LIMIT 1")[0][0]
-    with duckdb.connect(str(settings.database.path)) as conn:  # as if the vendor had re-transcribed the call
+    with FileStore(settings.database.path).session() as conn:  # as if the vendor had re-transcribed the call
         conn.execute("INSERT INTO transcript_segments VALUES (?, 999, 'ai', 'stale', 1.0)", [call_id])
         conn.execute("UPDATE media_jobs SET status = 'pending' WHERE call_id = ? AND kind = 'transcript'", [call_id])
     summary = await sync.media(settings)
@@ -161,6 +162,13 @@ def callsync_time(data: SandboxData, *, days: float = 0, hours: float = 0) -> st
     return (base + timedelta(days=20 + days, hours=hours)).isoformat()
 
 
+def clocks_at(data: SandboxData, *, days: float = 0, hours: float = 0) -> str:
+    """Move the sandbox's clock to callsync_time, and return it for $CALLSYNC_NOW."""
+    moment = callsync_time(data, days=days, hours=hours)
+    data.set_now(datetime.fromisoformat(moment))
+    return moment
+
+
 def transcript_jobs(settings) -> dict[str, tuple]:
     return {row[0]: row[1:] for row in rows(
         settings, "SELECT call_id, status, misses, missing_since, last_error FROM media_jobs WHERE kind = 'transcript'")}
@@ -173,7 +181,7 @@ async def test_a_backfill_of_old_calls_keeps_asking_for_late_transcripts_and_a_l
     config = cli_config(tmp_path, sandbox)  # max_age_days 14; the calls are 20+ days old by callsync's clock
     settings = make_settings(sandbox.base_url)
     backfill = await run_cli("backfill", "--config", str(config), "--start", str(data.first_day),
-                             "--end", str(data.today), cwd=tmp_path, env={"CALLSYNC_NOW": callsync_time(data)})
+                             "--end", str(data.today), cwd=tmp_path, env={"CALLSYNC_NOW": clocks_at(data)})
     assert backfill.code == 0, backfill.stderr
     late = {call["id"] for call in recorded_calls(data) if data.transcript_pending(call["id"])}
     assert late, "the sandbox should hold some transcripts back"
@@ -184,7 +192,7 @@ async def test_a_backfill_of_old_calls_keeps_asking_for_late_transcripts_and_a_l
 
     assert set(data.make_transcripts_ready()) >= late  # the vendor finishes them, a while later
     later = await run_cli("sync", "--config", str(config), cwd=tmp_path,
-                          env={"CALLSYNC_NOW": callsync_time(data, hours=5)})
+                          env={"CALLSYNC_NOW": clocks_at(data, hours=5)})
     assert later.code == 0, later.stderr
     assert {status for status, *_ in transcript_jobs(settings).values()} == {"done"}
     stored = {row[0] for row in rows(settings, "SELECT DISTINCT call_id FROM transcript_segments")}
@@ -198,13 +206,13 @@ async def test_not_ready_media_becomes_unavailable_only_after_max_age_days_since
     settings = make_settings(sandbox.base_url, media={"max_age_days": 2, "recordings": False})
 
     async def media_run_at(days: float):
-        monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data, days=days))
+        monkeypatch.setenv("CALLSYNC_NOW", clocks_at(data, days=days))
         asked_before = len(sandbox.requests)
         summary = await sync.media(settings)
         assert summary.exit_code == 0, "media that is not there is not a failure"
         return summary, len([r for r in sandbox.requests[asked_before:] if r.path.endswith("/transcript")])
 
-    monkeypatch.setenv("CALLSYNC_NOW", callsync_time(data))
+    monkeypatch.setenv("CALLSYNC_NOW", clocks_at(data))
     await sync.backfill(settings, data.first_day, data.today)
     late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
     assert late
@@ -245,7 +253,7 @@ async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_th
     await sync.backfill(settings, data.first_day, data.today)
     late = {call_id for call_id, job in transcript_jobs(settings).items() if job[0] == "pending"}
     assert late
-    with duckdb.connect(str(settings.database.path)) as conn:  # as the previous version left it
+    with FileStore(settings.database.path).session() as conn:  # as the previous version left it
         conn.execute("DELETE FROM schema_migrations WHERE name LIKE '005%'")
         conn.execute("ALTER TABLE media_jobs DROP COLUMN misses")
         conn.execute("""UPDATE media_jobs SET status = 'unavailable', missing_since = NULL, next_attempt_at = NULL,
@@ -256,7 +264,7 @@ async def test_migration_005_reopens_the_jobs_the_old_max_age_rule_closed_and_th
                           [refused_call])
     assert refused_before[0][0] == "unavailable" and refused_before[0][2].startswith("refused: ")
 
-    load.Store(settings.database.path).migrate()
+    load.migrate(FileStore(settings.database.path))
     reopened = transcript_jobs(settings)
     for call_id in late:
         status, misses, missing_since, error = reopened[call_id]
@@ -507,7 +515,10 @@ async def test_hostile_call_ids_never_write_outside_the_media_folder(sandbox, ma
         assert path.is_relative_to(media_dir / "recordings") and path.name == file_stem(hostile) + ".mp3"
         assert path.read_bytes() == data.recording_bytes(call["id"])
     outside = [path for path in tmp_path.rglob("*") if path.is_file() and not path.resolve().is_relative_to(media_dir)]
-    assert sorted(path.name for path in outside) == ["callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"]
+    snapshot = os.readlink(tmp_path / "callsync.duckdb")
+    assert sorted(str(path.relative_to(tmp_path)) for path in outside) == [
+        ".callsync/callsync.duckdb", snapshot, "callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"
+    ]
     for escaped in (Path("/etc/cron.d/evil.mp3"), tmp_path / "escaped.mp3", tmp_path.parent / "escaped.mp3"):
         assert not escaped.exists()
     assert len(final_files(settings)) == len(recorded_calls(data)) - len(not_http)

@@ -235,7 +235,7 @@ def _primary_keys_of_calls(path) -> int:
 def _back_to_the_indexed_calls_table(path) -> None:
     """Rebuild `calls` as migration 001 created it, with its rows, and forget 004."""
     create_calls = load.split_statements((load.sql_dir() / "migrations" / "001_core.sql").read_text())[0]
-    with load.Store(path).connect() as conn, load.transaction(conn):
+    with load.FileStore(path).session() as conn, load.transaction(conn):
         conn.execute("ALTER TABLE calls RENAME TO calls_now")
         conn.execute(create_calls)
         conn.execute("INSERT INTO calls SELECT * FROM calls_now")
@@ -246,7 +246,7 @@ def _back_to_the_indexed_calls_table(path) -> None:
 async def test_a_full_writer_commits_at_once_instead_of_waiting_for_its_interval(tmp_path):
     # A producer blocked for room must not wait out commit_interval_s: with an interval
     # of an hour, these submits only finish because the writer commits when one blocks.
-    writer = load.Writer(load.Store(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
+    writer = load.Writer(load.FileStore(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
     async with writer:
         await writer.run(lambda conn: conn.execute("CREATE TABLE t (n INTEGER)"))
 
@@ -255,7 +255,7 @@ async def test_a_full_writer_commits_at_once_instead_of_waiting_for_its_interval
                 await writer.submit(lambda conn, n=n: conn.execute("INSERT INTO t VALUES (?)", [n]), rows=2)
 
         await asyncio.wait_for(fill(), timeout=30)
-    with load.Store(tmp_path / "w.duckdb").connect(read_only=True) as conn:
+    with load.FileStore(tmp_path / "w.duckdb").read_only() as conn:
         assert conn.execute("SELECT count(*) FROM t").fetchone()[0] == 6
 
 
@@ -269,10 +269,10 @@ def test_a_call_in_two_windows_of_one_commit_is_stored_once_from_the_later_windo
             "", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([])
         )
 
-    store = load.Store(tmp_path / "c.duckdb")
-    store.migrate()
+    store = load.FileStore(tmp_path / "c.duckdb")
     batches = [batch(1, [call("call_a", 10, 1), call("call_b", 20, 1)]), batch(2, [call("call_a", 11, 2)])]
-    with store.connect() as conn:
+    with store.session() as conn:
+        load.apply_migrations(conn)
         counts = load.commit_windows(conn, batches, run_id="run")
         stored = conn.execute("SELECT id, duration_seconds FROM calls ORDER BY id").fetchall()
         windows = conn.execute("SELECT window_start, row_count FROM sync_windows ORDER BY 1").fetchall()
@@ -290,7 +290,7 @@ async def test_producers_fill_the_queue_again_while_a_group_commits(tmp_path):
         committing.set()
         release.wait(30)
 
-    writer = load.Writer(load.Store(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
+    writer = load.Writer(load.FileStore(tmp_path / "w.duckdb"), "run", commit_interval_s=3600, max_pending_rows=3)
     async with writer:
         first = await writer.submit(slow_commit, rows=3)
         writer.flush()
@@ -306,28 +306,26 @@ async def test_producers_fill_the_queue_again_while_a_group_commits(tmp_path):
 
 @pytest.mark.parametrize(("vacuum_below_rows", "row_groups"), [(10_000, 1), (120, 3)])
 async def test_checkpoints_stop_merging_row_groups_once_a_run_is_big(tmp_path, vacuum_below_rows, row_groups):
-    # Letting go of the file after every group (hold_s=0) checkpoints each window as a row
+    # Checkpointing after every group (checkpoint_rows=1) stores each window as a row
     # group of its own, and DuckDB's vacuum merges them into one. Once the run has stored
     # vacuum_below_rows calls, it no longer does (here after the second of four windows):
     # such a merge took 100-190 MB at once.
-    store = load.Store(tmp_path / "v.duckdb")
-    store.migrate()
-    writer = load.Writer(store, "run", commit_interval_s=0, hold_s=0, reader_gap_s=0, vacuum_below_rows=vacuum_below_rows)
+    store = load.FileStore(tmp_path / "v.duckdb")
+    load.migrate(store)
+    writer = load.Writer(store, "run", commit_interval_s=0, checkpoint_rows=1, vacuum_below_rows=vacuum_below_rows)
     await commit_four_windows_of_fifty_calls(writer)
     assert scalar(store.path, "SELECT count(*) FROM calls") == 200
     assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups
 
 
-@pytest.mark.parametrize(("max_held_rows", "row_groups"), [(10_000, 1), (100, 2)])
-async def test_the_writer_lets_go_of_the_file_once_it_holds_max_held_rows(tmp_path, max_held_rows, row_groups):
-    # Committed rows stay in DuckDB's memory until a checkpoint, and letting go of the file
-    # checkpoints. With hold_s of an hour, only max_held_rows makes the writer let go before
-    # it closes; without the vacuum, each letting go leaves its rows as a row group.
-    store = load.Store(tmp_path / "h.duckdb")
-    store.migrate()
-    writer = load.Writer(
-        store, "run", commit_interval_s=0, hold_s=3600, max_held_rows=max_held_rows, reader_gap_s=0, vacuum_below_rows=0
-    )
+@pytest.mark.parametrize(("checkpoint_rows", "row_groups"), [(10_000, 1), (100, 2)])
+async def test_the_writer_checkpoints_once_it_holds_checkpoint_rows(tmp_path, checkpoint_rows, row_groups):
+    # Committed rows stay in DuckDB's memory until a checkpoint. The writer holds the
+    # working database for the whole run, so only checkpoint_rows bounds them before the
+    # publish at the end; without the vacuum, each checkpoint leaves its rows as a row group.
+    store = load.FileStore(tmp_path / "h.duckdb")
+    load.migrate(store)
+    writer = load.Writer(store, "run", commit_interval_s=0, checkpoint_rows=checkpoint_rows, vacuum_below_rows=0)
     await commit_four_windows_of_fifty_calls(writer)
     assert scalar(store.path, "SELECT count(*) FROM calls") == 200
     assert scalar(store.path, "SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('calls')") == row_groups

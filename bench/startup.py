@@ -1,0 +1,75 @@
+"""Benchmark callsync's fixed costs: `callsync query "select 1"` start-up, and a 100-call
+backfill (imports, migrations, opening, publishing and closing the database).
+
+Runs whatever `python -m pipeline` the running interpreter finds, so the same script
+measures another checkout side by side (A B A B):
+    uv run python bench/startup.py
+    /path/to/other/checkout/.venv/bin/python bench/startup.py
+
+Prints the median and the range of wall and CPU seconds over --runs runs. Bytecode must
+be cached (run once first; CI compiles it with UV_COMPILE_BYTECODE=1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+TOKEN = "sandbox-token"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=7)
+    args = parser.parse_args()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
+    env["CALLSYNC_TOKEN"] = TOKEN
+    with tempfile.TemporaryDirectory(prefix="callsync-startup-") as workdir:
+        workdir = Path(workdir)
+        sandbox = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", "sandbox", "--port", "0", "--calls", "100", "--days", "10"],
+            stdout=subprocess.PIPE, text=True, env=env,
+        )
+        try:
+            base_url = next(found.group(1) for line in sandbox.stdout if (found := re.search(r"at (http://\S+)$", line.strip())))
+            (workdir / "callsync.toml").write_text(f'[api]\nbase_url = "{base_url}"\n[database]\npath = "fixed.duckdb"\n')
+            today = date.today()
+            backfill = ["backfill", "--start", (today - timedelta(days=9)).isoformat(), "--end", today.isoformat(), "--no-media"]
+            run(backfill, workdir, env)  # a database to query, and bytecode cached
+            query = ["query", "--database", str(workdir / "fixed.duckdb"), "select 1", "--format", "csv"]
+            report("query 'select 1'", [run(query, workdir, env) for _ in range(args.runs)])
+            report("100-call backfill", [run(backfill + ["--force"], workdir, env) for _ in range(args.runs)])
+        finally:
+            sandbox.terminate()
+            sandbox.wait()
+
+
+def run(command: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, float]:
+    started = time.monotonic()
+    process = subprocess.Popen([sys.executable, "-m", "pipeline", *command], cwd=workdir, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.monotonic() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"callsync {' '.join(command)} failed: {process.stderr.read().decode()}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def report(label: str, runs: list[tuple[float, float]]) -> None:
+    walls, cpus = [wall for wall, _ in runs], [cpu for _, cpu in runs]
+    print(
+        f"{label}: wall median {statistics.median(walls):.2f}s ({min(walls):.2f}-{max(walls):.2f}),"
+        f" CPU median {statistics.median(cpus):.2f}s ({min(cpus):.2f}-{max(cpus):.2f}) over {len(runs)} runs"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Which config file, and the one key the read-only commands need from it.
+
+`callsync query` and `status` only read `[database] path`: they take it from the TOML
+here, without the validation of pipeline.config (which loads pydantic, a tenth of a
+second they would spend on nothing). The commands that sync validate every key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+
+DEFAULT_CONFIG_NAME = "callsync.toml"
+CONFIG_ENV = "CALLSYNC_CONFIG"
+DEFAULT_DATABASE = "callsync.duckdb"
+LAKE_KEYS = {"lake_catalog", "lake_data_path", "schema"}
+
+
+def find_config(explicit: str | Path | None) -> Path | None:
+    """--config FILE, else $CALLSYNC_CONFIG, else ./callsync.toml if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
+    default = Path(DEFAULT_CONFIG_NAME)
+    return default if default.exists() else None
+
+
+def database_path(config_path: Path) -> Path:
+    """``[database] path`` of the file, resolved against the file's folder."""
+    try:
+        with config_path.open("rb") as handle:
+            raw = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    database = raw.get("database", {})
+    if isinstance(database, dict) and set(database) & LAKE_KEYS:
+        from pipeline.config import load_settings  # a lake config: the full validation says what is wrong
+
+        return load_settings(config_path).database.path
+    value = database.get("path", DEFAULT_DATABASE) if isinstance(database, dict) else None
+    if not isinstance(value, str):
+        raise ConfigError(f"{config_path}: [database] path: must be a string (got {value!r})")
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else config_path.parent / path

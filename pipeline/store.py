@@ -1,0 +1,344 @@
+"""Where callsync's data lives: the one seam a storage backend enters through.
+
+A run talks to a ``Store``: ``lock()`` (one run at a time), ``open()`` (the
+read-write connection the run holds from start to end), ``transaction(conn)``
+and ``publish(conn)`` (make what is committed visible to analysts). Readers
+(``callsync query``, ``status``) use ``read_only()``. The SQL in sql/ is the same
+whatever the store; a DuckLake store would implement these five and nothing else.
+
+``FileStore`` is one DuckDB file. ``[database] path`` is what analysts,
+dashboards and `callsync query` open: a symlink to the newest *published
+snapshot*. callsync never opens it. It writes to a working database of its own,
+in a hidden folder beside it (``.callsync/<name>``), that no one else opens, so no
+analyst session, read-only or read-write, can make a run wait, and a run never
+makes them wait. To publish, the writer checkpoints the working database and
+copies it to a new snapshot file in that folder (reflink, else copy_file_range,
+else a plain copy), syncs it, and renames a fresh symlink over ``path``: a reader
+sees the old snapshot or the new one, never a torn one, and a session already
+open keeps reading the snapshot it opened (its file is unlinked, not changed).
+
+Why a symlink and not the snapshot itself renamed over ``path``: DuckDB replays a
+write-ahead log named after the file it opened, and a byte copy keeps the working
+database's identity, so a log an analyst's read-write session wrote beside an
+older snapshot would be replayed onto a newer one (DuckDB checks only the
+checkpoint iteration, which an analyst's own checkpoints can reach). DuckDB
+resolves the symlink and names the log after the snapshot's own file, so each
+snapshot has a log name of its own and never sees another's.
+
+Imports nothing heavier than duckdb: the read-only commands start fast.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ContextManager, Iterator, Protocol
+
+import duckdb
+
+from pipeline.errors import CallsyncError, DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint
+
+WORKING_DIR = ".callsync"
+PUBLISH_PREFIX = ".callsync-publish-"  # the new symlink, in path's folder, before its rename
+SNAPSHOT_INFIX = ".snapshot-"  # .callsync/<name>.snapshot-<hex time>
+FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
+_COPY_CHUNK = 1 << 30
+
+
+@dataclass(frozen=True)
+class Published:
+    """What one publish did: the snapshot's size, how long it took, how it was copied."""
+
+    path: Path
+    bytes: int
+    seconds: float
+    method: str  # reflink, copy_file_range, copy, rewrite
+
+
+class Store(Protocol):
+    path: Path
+
+    def lock(self) -> ContextManager[object]: ...
+
+    def open(self) -> duckdb.DuckDBPyConnection: ...
+
+    def transaction(self, conn: duckdb.DuckDBPyConnection) -> ContextManager[None]: ...
+
+    def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published: ...
+
+    def read_only(self) -> ContextManager[duckdb.DuckDBPyConnection]: ...
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class FileStore:
+    """A DuckDB working file that callsync alone opens, published as ``path``."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.working = self.path.parent / WORKING_DIR / self.path.name
+
+    def lock(self) -> ContextManager[object]:
+        from pipeline.state import RunLock
+
+        return RunLock(self.path)
+
+    def transaction(self, conn: duckdb.DuckDBPyConnection) -> ContextManager[None]:
+        return transaction(conn)
+
+    def open(self) -> duckdb.DuckDBPyConnection:
+        """The working database, read-write; call under ``lock()``. Removes what a killed
+        publish left, and on the first run takes over a ``path`` an older callsync wrote."""
+        try:
+            self.working.parent.mkdir(parents=True, exist_ok=True)
+            self.remove_stale_files()
+            if not self.working.exists() and self.path.exists():
+                self._take_over()
+        except OSError as exc:
+            raise DiskError(f"{self.working.parent}: cannot prepare the working database: {exc.strerror}") from None
+        try:
+            return duckdb.connect(str(self.working))
+        except duckdb.Error as exc:
+            raise DiskError(f"{self.working}: {_first_line(exc)}") from None
+
+    @contextmanager
+    def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Lock, open, and publish when done: for short writes outside a run (demo, tests)."""
+        with self.lock():
+            conn = self.open()
+            try:
+                yield conn
+                self.publish(conn)
+            finally:
+                conn.close()
+
+    def _take_over(self) -> None:
+        """A path from before snapshots was callsync's own database: copy it, with the log of
+        commits a killed run had not checkpointed yet, to become the working database."""
+        log = Path(f"{self.path}.wal")
+        staged = self.working.with_name(self.working.name + ".takeover")
+        _remove(Path(f"{self.working}.wal"))
+        if log.exists() and not self.path.is_symlink():
+            _copy_durably(log, Path(f"{staged}.wal"))
+            os.replace(f"{staged}.wal", f"{self.working}.wal")
+        _copy_durably(self.path, staged)
+        os.replace(staged, self.working)
+        _fsync_dir(self.working.parent)
+
+    def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published:
+        """Make a complete copy of what ``conn`` has committed the snapshot ``path`` shows.
+
+        ``rewrite=False`` checkpoints and copies the working file's bytes: fast, but the
+        copy carries DuckDB's freed blocks, which may still hold deleted rows.
+        ``rewrite=True`` builds the snapshot afresh (ATTACH + COPY FROM DATABASE): only
+        live rows reach it, so data erased from the working database leaves the
+        published file too (and the previous snapshot's file is deleted). It costs a
+        full rewrite: use it after an erasure.
+        Either way, lack of space is a DiskError and leaves the old snapshot in place."""
+        started = time.monotonic()
+        snapshot = self.working.parent / f"{self.path.name}{SNAPSHOT_INFIX}{time.time_ns():x}"
+        link = self.path.parent / f"{PUBLISH_PREFIX}{self.path.name}-{os.getpid()}"
+        try:
+            if rewrite:
+                _rewrite_into(conn, snapshot)
+                method = "rewrite"
+                _fsync_file(snapshot)
+            else:
+                conn.execute("CHECKPOINT")
+                method = _copy_durably(self.working, snapshot)
+            _fsync_dir(snapshot.parent)
+            _remove(link)
+            os.symlink(os.path.relpath(snapshot, self.path.parent), link)
+            os.replace(link, self.path)
+            _fsync_dir(self.path.parent)
+        except (OSError, duckdb.Error) as exc:
+            for leftover in (snapshot, Path(f"{snapshot}.wal"), link):
+                _remove(leftover)
+            raise _publish_error(self.path, self.working, exc) from None
+        self.remove_stale_files()
+        return Published(self.path, snapshot.stat().st_size, time.monotonic() - started, method)
+
+    def remove_stale_files(self) -> None:
+        """Every snapshot but the one ``path`` shows (with any log an analyst's session left
+        beside it), a killed publish's files, and a log from before snapshots. Only the
+        lock holder publishes, so none of them is being written. A session still open on
+        an old snapshot keeps reading it: its file is unlinked, not changed."""
+        current = self._current_snapshot()
+        for leftover in self.working.parent.glob(f"{self.path.name}{SNAPSHOT_INFIX}*"):
+            if current is None or leftover.name not in (current.name, f"{current.name}.wal"):
+                _remove(leftover)
+        for leftover in self.path.parent.glob(f"{PUBLISH_PREFIX}{self.path.name}-*"):
+            _remove(leftover)
+        if self.path.is_symlink():
+            _remove(Path(f"{self.path}.wal"))
+
+    def _current_snapshot(self) -> Path | None:
+        return self.path.parent / os.readlink(self.path) if self.path.is_symlink() else None
+
+    @contextmanager
+    def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The published snapshot, read-only. Never waits: nothing callsync does holds it."""
+        if not self.path.exists():
+            raise DiskError(f"{self.path}: database does not exist yet (run `{command_hint('sync')}` first)")
+        conn = self._connect_read_only()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def _connect_read_only(self, tries: int = 3) -> duckdb.DuckDBPyConnection:
+        for attempt in range(tries):
+            try:
+                return duckdb.connect(str(self.path), read_only=True)
+            except duckdb.Error as exc:
+                # DuckDB resolved the symlink, then a publish moved it on and removed that
+                # snapshot before DuckDB opened it: the newer one is there.
+                moved_on = "does not exist" in str(exc) and self.path.exists()
+                if not moved_on or attempt == tries - 1:
+                    raise _read_error(self.path, exc) from None
+        raise AssertionError("unreachable")
+
+    def sizes(self) -> dict[str, object]:
+        """For `callsync status`: both files' sizes and times, and the free space."""
+        published = _stat(self.path)  # the snapshot the symlink shows
+        working = _stat(self.working)
+        log = _stat(Path(f"{self.working}.wal"))
+        working_bytes = (working.st_size if working else 0) + (log.st_size if log else 0)
+        working_changed = max((item.st_mtime for item in (working, log) if item), default=None)
+        return {
+            "published_bytes": published.st_size if published else None,
+            "published_at": published.st_mtime if published else None,
+            "working": str(self.working),
+            "working_bytes": working_bytes if working else None,
+            "working_changed_at": working_changed,
+            "free_bytes": shutil.disk_usage(self.path.parent).free if self.path.parent.exists() else None,
+        }
+
+
+def _rewrite_into(conn: duckdb.DuckDBPyConnection, temp: Path) -> None:
+    source = conn.execute("SELECT current_database()").fetchone()[0]
+    _remove(temp)
+    conn.execute("ATTACH ? AS callsync_snapshot", [str(temp)])
+    try:
+        conn.execute(f'COPY FROM DATABASE "{source}" TO callsync_snapshot')
+    finally:
+        conn.execute("DETACH callsync_snapshot")  # checkpoints the new file: no log is left beside it
+
+
+def _copy_durably(source: Path, target: Path) -> str:
+    """Copy with the fastest means the filesystem offers, then fsync the copy."""
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        method = _copy(src.fileno(), dst.fileno(), os.fstat(src.fileno()).st_size)
+        os.fsync(dst.fileno())
+    return method
+
+
+def _copy(src: int, dst: int, size: int) -> str:
+    try:
+        fcntl.ioctl(dst, FICLONE, src)
+        return "reflink"
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise
+    try:
+        copied = 0
+        while copied < size:
+            step = os.copy_file_range(src, dst, min(_COPY_CHUNK, size - copied), copied, copied)
+            if step == 0:
+                break
+            copied += step
+        if copied == size:
+            return "copy_file_range"
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    os.lseek(src, 0, os.SEEK_SET)
+    os.lseek(dst, 0, os.SEEK_SET)
+    os.ftruncate(dst, 0)
+    with open(src, "rb", closefd=False) as reader, open(dst, "wb", closefd=False) as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
+    return "copy"
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except FileNotFoundError:
+        return None
+
+
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def _publish_error(path: Path, working: Path, exc: BaseException) -> CallsyncError:
+    if isinstance(exc, duckdb.OutOfMemoryException) or "could not allocate" in str(exc):
+        return DatabaseMemoryError(
+            f"database ran out of memory: {_first_line(exc)} (raise [database] memory_limit);"
+            f" {path.name} still holds the previous snapshot"
+        )
+    no_space = (isinstance(exc, OSError) and exc.errno in _NO_SPACE) or any(
+        words in str(exc).lower() for words in ("no space left", "disk quota", "file too large")
+    )
+    if no_space:
+        size = working.stat().st_size if working.exists() else 0
+        return DiskError(
+            f"{path}: could not publish, no space left in {path.parent.absolute()} (publishing needs another"
+            f" {size / 1e6:.0f} MB); the working database is intact and {path.name} still holds the previous snapshot"
+        )
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+    return DiskError(f"{path}: could not publish: {reason}; {path.name} still holds the previous snapshot")
+
+
+def _read_error(path: Path, exc: BaseException) -> BaseException:
+    message = _first_line(exc)
+    if "lock" in message.lower():
+        return DatabaseLockedError(
+            f"{path}: another process holds it read-write (an analyst's session?): "
+            "close it, or wait for the next publish, which replaces the file"
+        )
+    if "wal" in message.lower():
+        return DiskError(f"{path}.wal was left by another session and does not belong to this snapshot: {message}")
+    return DiskError(f"{path}: {message}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
