@@ -79,6 +79,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--rate-limit", type=float, default=None, help="sandbox requests/s per token")
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--drift-rate", type=float, default=0.0, help="chance a listing sees a late call land in it")
     parser.add_argument("--concurrency", type=int, default=16, help="[api] max_concurrency")
     parser.add_argument("--media-concurrency", type=int, default=8, help="[media] concurrency")
     parser.add_argument("--window-days", type=int, default=None, help="[sync] window_days (default: callsync's)")
@@ -97,6 +98,8 @@ class Sandbox:
             "--seed", str(args.seed), "--calls", str(args.calls), "--days", str(args.days),
             "--latency-ms", str(args.latency_ms), "--error-rate", str(args.error_rate),
         ]
+        if args.drift_rate:
+            self.command += ["--drift-rate", str(args.drift_rate)]
         if args.rate_limit:
             self.command += ["--rate-limit", str(args.rate_limit)]
 
@@ -207,6 +210,7 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
         f"{listing / minimum:.3f}x; {len(per_window)} windows"
         + (f" (one a day: {one_day_windows} pages)" if one_day_windows else "")
         + (f"; 429s {limited / (requests or 1):.1%} of requests" if args.rate_limit else "")
+        + (f"; {json.loads(summary).get('refetches', 0)} windows refetched" if args.drift_rate else "")
     )
     if "sandbox_cpu_s" in run:
         print(f"  CPU: callsync {run['cpu_s']:.1f}s, sandbox {run['sandbox_cpu_s']:.1f}s (2 cores shared)")
