@@ -36,10 +36,13 @@ from typing import AsyncIterator, Iterator
 from pipeline.errors import BudgetExhausted
 
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
-DECREASE_FACTOR = 0.85
+DECREASE_FACTOR = 0.9
 FAST_INCREASE = 0.2  # share of the rate added per second while below NEAR_CEILING
-NEAR_CEILING = 0.9
-CREEP_SHARE_PER_SECOND = 0.005  # share of the ceiling added per second near it (0.1 req/s at 20/s)
+# Just under the rate that drew the last 429 a token bucket never runs dry; above it each
+# probe costs a 429 and everyone's pause for its Retry-After (at 5 req/s, 1 s was 5
+# requests), so the creep that probes for a raised limit is slow: 1% of it in 5 s.
+NEAR_CEILING = 0.97
+CREEP_SHARE_PER_SECOND = 0.002  # share of the ceiling added per second near it
 # Slow start: until the API has shown whether it limits us, this many requests fly at
 # once, one more after each success (doubling per round trip) up to max_concurrency. A
 # full burst into a small limit drew a 429 for every request beyond the server's bucket.
