@@ -61,12 +61,13 @@ def main() -> None:
             seen = sandbox.last_seq()
             again = run_callsync(["sync"] + ([] if args.media else ["--no-media"]), workdir)
             listing = sandbox.listing_requests(since=seen)
-            lookback = sandbox.calls_between(today - timedelta(days=LOOKBACK_DAYS), today)
+            first, last = sandbox.days_listed(since=seen)  # lookback_days before the watermark .. today
+            lookback = sandbox.calls_between(first, last)
             minimum = max(1, math.ceil(lookback / 100))
             print(
                 f"incremental sync: {sandbox.last_seq() - seen} requests, {again['wall_s']:.2f}s wall; "
-                f"call listing requests {listing} for {lookback} calls in the {LOOKBACK_DAYS + 1} days read again, "
-                f"minimum {minimum} ({listing / minimum:.2f}x)"
+                f"call listing requests {listing} for {lookback} calls in the {(last - first).days + 1} days "
+                f"read again ({first}..{last}), minimum {minimum} ({listing / minimum:.2f}x)"
             )
             print(f"  {again['summary']}")
 
@@ -126,9 +127,20 @@ class Sandbox:
 
     def listing_requests(self, since: int = 0) -> int:
         """Calls listing requests the sandbox answered with a page (200) since request ``since``."""
+        return len(self._listings(since))
+
+    def days_listed(self, since: int = 0) -> tuple[date, date]:
+        """The first and last day the calls listings since request ``since`` asked for."""
+        listings = self._listings(since)
+        return (
+            min(date.fromisoformat(record["query"]["start_date"]) for record in listings),
+            max(date.fromisoformat(record["query"]["end_date"]) for record in listings),
+        )
+
+    def _listings(self, since: int) -> list[dict]:
         with urllib.request.urlopen(f"{self.base_url}/_admin/requests?since={since}") as response:
             records = json.load(response)
-        return sum(1 for record in records if record["path"].endswith("/calls") and record["status"] == 200)
+        return [record for record in records if record["path"].endswith("/calls") and record["status"] == 200]
 
     def calls_between(self, start: date, end: date) -> int:
         query = f"start_date={start.isoformat()}&end_date={end.isoformat()}"
