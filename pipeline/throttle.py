@@ -38,7 +38,7 @@ from pipeline.errors import BudgetExhausted
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
 DECREASE_FACTOR = 0.9
 FAST_INCREASE = 0.2  # share of the rate added per second while below NEAR_CEILING
-# Just under the rate that drew the last 429 a token bucket never runs dry; above it each
+# Just under the rate that drew the last 429 a token bucket rarely runs dry; above it each
 # probe costs a 429 and everyone's pause for its Retry-After (at 5 req/s, 1 s was 5
 # requests), so the creep that probes for a raised limit is slow: 1% of it in 5 s.
 NEAR_CEILING = 0.97
