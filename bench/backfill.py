@@ -61,12 +61,13 @@ def main() -> None:
             seen = sandbox.last_seq()
             again = run_callsync(["sync"] + ([] if args.media else ["--no-media"]), workdir)
             listing = sandbox.listing_requests(since=seen)
-            lookback = sandbox.calls_between(today - timedelta(days=LOOKBACK_DAYS), today)
+            first, last = sandbox.days_listed(since=seen)  # lookback_days before the watermark .. today
+            lookback = sandbox.calls_between(first, last)
             minimum = max(1, math.ceil(lookback / 100))
             print(
                 f"incremental sync: {sandbox.last_seq() - seen} requests, {again['wall_s']:.2f}s wall; "
-                f"call listing requests {listing} for {lookback} calls in the {LOOKBACK_DAYS + 1} days read again, "
-                f"minimum {minimum} ({listing / minimum:.2f}x)"
+                f"call listing requests {listing} for {lookback} calls in the {(last - first).days + 1} days "
+                f"read again ({first}..{last}), minimum {minimum} ({listing / minimum:.2f}x)"
             )
             print(f"  {again['summary']}")
 
@@ -79,6 +80,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-ms", type=float, default=50.0)
     parser.add_argument("--rate-limit", type=float, default=None, help="sandbox requests/s per token")
     parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--drift-rate", type=float, default=0.0, help="chance a listing sees a late call land in it")
     parser.add_argument("--concurrency", type=int, default=16, help="[api] max_concurrency")
     parser.add_argument("--media-concurrency", type=int, default=8, help="[media] concurrency")
     parser.add_argument("--window-days", type=int, default=None, help="[sync] window_days (default: callsync's)")
@@ -97,6 +99,8 @@ class Sandbox:
             "--seed", str(args.seed), "--calls", str(args.calls), "--days", str(args.days),
             "--latency-ms", str(args.latency_ms), "--error-rate", str(args.error_rate),
         ]
+        if args.drift_rate:
+            self.command += ["--drift-rate", str(args.drift_rate)]
         if args.rate_limit:
             self.command += ["--rate-limit", str(args.rate_limit)]
 
@@ -123,9 +127,20 @@ class Sandbox:
 
     def listing_requests(self, since: int = 0) -> int:
         """Calls listing requests the sandbox answered with a page (200) since request ``since``."""
+        return len(self._listings(since))
+
+    def days_listed(self, since: int = 0) -> tuple[date, date]:
+        """The first and last day the calls listings since request ``since`` asked for."""
+        listings = self._listings(since)
+        return (
+            min(date.fromisoformat(record["query"]["start_date"]) for record in listings),
+            max(date.fromisoformat(record["query"]["end_date"]) for record in listings),
+        )
+
+    def _listings(self, since: int) -> list[dict]:
         with urllib.request.urlopen(f"{self.base_url}/_admin/requests?since={since}") as response:
             records = json.load(response)
-        return sum(1 for record in records if record["path"].endswith("/calls") and record["status"] == 200)
+        return [record for record in records if record["path"].endswith("/calls") and record["status"] == 200]
 
     def calls_between(self, start: date, end: date) -> int:
         query = f"start_date={start.isoformat()}&end_date={end.isoformat()}"
@@ -207,6 +222,7 @@ def report(label: str, run: dict, workdir: Path, sandbox: Sandbox, args: argpars
         f"{listing / minimum:.3f}x; {len(per_window)} windows"
         + (f" (one a day: {one_day_windows} pages)" if one_day_windows else "")
         + (f"; 429s {limited / (requests or 1):.1%} of requests" if args.rate_limit else "")
+        + (f"; {json.loads(summary).get('refetches', 0)} windows refetched" if args.drift_rate else "")
     )
     if "sandbox_cpu_s" in run:
         print(f"  CPU: callsync {run['cpu_s']:.1f}s, sandbox {run['sandbox_cpu_s']:.1f}s (2 cores shared)")

@@ -10,7 +10,7 @@ and stops with ``BodyTooLargeError`` as soon as they pass the cap. Bytes on the 
 from __future__ import annotations
 
 import zlib
-from typing import Iterator
+from typing import Callable, Iterator
 
 import aiohttp
 
@@ -92,10 +92,18 @@ def refuse_declared_size(response: aiohttp.ClientResponse, limit: int, what: str
         )
 
 
-async def read_capped(response: aiohttp.ClientResponse, limit: int, what: str) -> bytes:
-    """The whole body, inflated, or BodyTooLargeError once it passes ``limit``."""
+async def read_capped(response: aiohttp.ClientResponse, limit: int, describe: Callable[[], str]) -> bytes:
+    """The whole body, inflated, or BodyTooLargeError once it passes ``limit``. ``describe``
+    names the body in an error (only called then)."""
+    encoding = response.headers.get("Content-Encoding")
+    if not encoding and response.content_length is not None:
+        # The usual answer: plain, its length declared (aiohttp reads no more than that).
+        if response.content_length > limit:
+            refuse_declared_size(response, limit, describe())
+        return await response.read()
+    what = describe()
     refuse_declared_size(response, limit, what)
-    inflater = Inflater(response.headers.get("Content-Encoding"), limit, what)
+    inflater = Inflater(encoding, limit, what)
     parts = []
     async for chunk in response.content.iter_chunked(CHUNK):
         parts.extend(inflater.feed(chunk))

@@ -301,10 +301,10 @@ class CallTrackingClient:
                                 headers={"Accept-Encoding": "identity"}, timeout=timeout)
 
     async def _read_page(self, response: aiohttp.ClientResponse) -> bytes:
-        return await read_capped(response, self.options.max_page_bytes, _describe(response.url))
+        return await read_capped(response, self.options.max_page_bytes, lambda: _describe(response.url))
 
     async def _read_transcript(self, response: aiohttp.ClientResponse) -> bytes:
-        return await read_capped(response, self.options.max_transcript_bytes, _describe(response.url))
+        return await read_capped(response, self.options.max_transcript_bytes, lambda: _describe(response.url))
 
     # --- the one request path ----------------------------------------------------
 
@@ -416,7 +416,8 @@ class CallTrackingClient:
         guard = self._guard
         assert guard is not None
         for _hop in range(MAX_REDIRECTS + 1):
-            await guard.check(url.host or "")  # a name is checked by the resolver, on the address it gives
+            if url.host != guard.api_host:  # an IP literal here; a name is checked by the resolver, on its address
+                await guard.check(url.host or "")
             headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"} if self._is_api_origin(url) else {}
             headers.update(extra.headers)
             try:

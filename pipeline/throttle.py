@@ -10,6 +10,8 @@
   below the rate that last drew a 429, then only by a slow creep that probes
   whether the limit went up. This is AIMD, as in TCP, with CUBIC's memory of
   where the ceiling was.
+- Slow start: until a first 429 (or a configured cap) says what the API allows, SLOW_START
+  requests fly at once, one more after each success, up to ``max_concurrency``.
 - ``max_requests``: the run's request budget (from ``max_requests_per_run`` and
   ``max_requests_per_hour``; ``budget_note`` says which). When it is spent,
   ``BudgetExhausted`` is raised before sending, so the run can commit what it has
@@ -34,10 +36,17 @@ from typing import AsyncIterator, Iterator
 from pipeline.errors import BudgetExhausted
 
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
-DECREASE_FACTOR = 0.85
+DECREASE_FACTOR = 0.9
 FAST_INCREASE = 0.2  # share of the rate added per second while below NEAR_CEILING
-NEAR_CEILING = 0.9
-CREEP_PER_SECOND = 0.1  # req/s added per second near the ceiling
+# Just under the rate that drew the last 429 a token bucket rarely runs dry; above it each
+# probe costs a 429 and everyone's pause for its Retry-After (at 5 req/s, 1 s was 5
+# requests), so the creep that probes for a raised limit is slow: 1% of it in 5 s.
+NEAR_CEILING = 0.97
+CREEP_SHARE_PER_SECOND = 0.002  # share of the ceiling added per second near it
+# Slow start: until the API has shown whether it limits us, this many requests fly at
+# once, one more after each success (doubling per round trip) up to max_concurrency. A
+# full burst into a small limit drew a 429 for every request beyond the server's bucket.
+SLOW_START = 4
 MIN_RATE = 0.2
 WINDOW_S = 1.0
 
@@ -59,9 +68,16 @@ class PrioritySlots:
     """A semaphore whose waiters are served first-in-line ones first, each kind in arrival
     order. A freed slot is handed straight to the waiter it wakes."""
 
-    def __init__(self, slots: int) -> None:
-        self._free = slots
+    def __init__(self, slots: int, withheld: int = 0) -> None:
+        self._free = slots - withheld
+        self._withheld = withheld  # slots not in use yet (slow start); ``grow`` frees them
         self._waiting: tuple[deque[asyncio.Future], deque[asyncio.Future]] = (deque(), deque())
+
+    def grow(self, slots: int = 1) -> None:
+        """Put ``slots`` of the withheld ones to use."""
+        for _ in range(min(slots, self._withheld)):
+            self._withheld -= 1
+            self.release()
 
     async def acquire(self, first: bool) -> None:
         if self._free and not (self._waiting[0] or self._waiting[1]):
@@ -110,7 +126,9 @@ class Throttle:
         self.max_requests = max_requests
         self.budget_note = ""
         self.stats = RequestStats()
-        self._slots = PrioritySlots(max_concurrency)
+        # Slow start only when no rate is set: a configured cap already spaces requests.
+        withheld = max(0, max_concurrency - SLOW_START) if requests_per_second is None else 0
+        self._slots = PrioritySlots(max_concurrency, withheld)
         self._next_start = 0.0
         self._paused_until = 0.0
         self._last_decrease = 0.0
@@ -159,6 +177,7 @@ class Throttle:
     def rate_limited(self, retry_after: float | None) -> None:
         """A 429: pause everyone; cut the rate once per pause."""
         self.stats.rate_limited += 1
+        self._slots.grow(self.max_concurrency)  # the limit is found: the rate governs from now on
         now = time.monotonic()
         pause = retry_after if retry_after is not None else 1.0
         self._paused_until = max(self._paused_until, now + pause)
@@ -178,6 +197,7 @@ class Throttle:
 
     def succeeded(self) -> None:
         now = time.monotonic()
+        self._slots.grow()
         self._recent_successes.append(now)
         self._successes_in_window(now)
         if self.rate is None or (self.cap is not None and self.rate >= self.cap):
@@ -186,7 +206,7 @@ class Throttle:
         if self.ceiling is None or self.rate < self.ceiling * NEAR_CEILING:
             self.rate += self.rate * FAST_INCREASE * elapsed
         else:
-            self.rate += CREEP_PER_SECOND * elapsed
+            self.rate += CREEP_SHARE_PER_SECOND * self.ceiling * elapsed
         if self.cap is not None:
             self.rate = min(self.rate, self.cap)
 

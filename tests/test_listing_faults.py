@@ -20,8 +20,9 @@ from tests.dbcheck import sandbox_calls, scalar, stored_calls
         ({"impossible_total": True}, "meta.total of 1,000,000,000 calls cannot be true"),
         ({"oversized_pages": 300}, "more than its meta.per_page of 10"),
         ({"repeated_ids": True}, "calls already listed on other pages"),
+        ({"growing_total": True}, "but paging it again found none beyond"),
     ],
-    ids=["impossible total", "pages over per_page", "repeated ids"],
+    ids=["impossible total", "pages over per_page", "repeated ids", "growing total"],
 )
 async def test_a_listing_that_cannot_be_true_fails_its_day_alone(fault, says, tmp_path):
     data = SandboxData.generate(seed=31, calls=1_500, days=10)

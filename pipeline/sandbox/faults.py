@@ -14,7 +14,7 @@ RECORDING_FAULTS = ("cut_recordings", "html_recordings", "short_recordings")
 _FLAGS += RECORDING_FAULTS + ("hold_recordings",)
 # A calls listing that cannot be true (see server.list_calls); each applies to the listings
 # whose date range holds listing_fault_day, or to every listing when that is unset.
-_LISTING_FLAGS = ("impossible_total", "repeated_ids")
+_LISTING_FLAGS = ("impossible_total", "repeated_ids", "growing_total")
 IMPOSSIBLE_TOTAL = 1_000_000_000
 OVERSIZED_PER_PAGE = 10  # what meta.per_page says while a page holds oversized_pages records
 
@@ -40,6 +40,7 @@ class Faults:
     impossible_total: bool = False  # meta.total of IMPOSSIBLE_TOTAL
     oversized_pages: int = 0  # pages hold this many records while meta.per_page says OVERSIZED_PER_PAGE
     repeated_ids: bool = False  # every page holds page 1's records
+    growing_total: bool = False  # meta.total one higher with every listing served, no calls behind it
     listing_fault_day: str | None = None  # YYYY-MM-DD
     # A hostile API (issue #22; answers in hostile.py). Page knobs hit the listings whose
     # dates hold fault_day, media knobs the media of fault_call; unset, they hit everything.
@@ -59,7 +60,7 @@ class Faults:
 
     def listing_faults_apply(self, start: date | None, end: date | None) -> bool:
         """Do the listing faults apply to a listing of [start, end]?"""
-        if not (self.impossible_total or self.oversized_pages or self.repeated_ids):
+        if not (self.impossible_total or self.oversized_pages or self.repeated_ids or self.growing_total):
             return False
         if self.listing_fault_day is None:
             return True

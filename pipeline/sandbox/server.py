@@ -50,6 +50,7 @@ class _Context:
     log: RequestLog
     rng: random.Random
     limiter: RateLimiter = field(default_factory=RateLimiter)
+    listings_grown: int = 0  # what the growing_total fault has added to meta.total so far
     broken_recordings: set[tuple[str, str]] = field(default_factory=set)  # (knob, call id) already broken once
     storage_url: Callable[[], str] = lambda: ""
 
@@ -297,6 +298,9 @@ def _implausible_listing(ctx: _Context, start, end, filters, page, per_page, row
                                        limit=faults.oversized_pages, base_url=base_url)
     if faults.impossible_total:
         total = IMPOSSIBLE_TOTAL
+    if faults.growing_total:
+        ctx.listings_grown += 1
+        total += ctx.listings_grown
     return rows, per_page, total
 
 
