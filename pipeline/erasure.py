@@ -158,6 +158,7 @@ def mark_vanished(
     ids = pa.concat_arrays([calls.column("id").combine_chunks(), rejected.column("record_id").drop_null().combine_chunks()])
     tables = {
         "listed_ids": pa.table({"id": ids}),
+        "listed_calls": calls.select(["started_at"]),
         "listed_windows": pa.table(
             {
                 "window_index": pa.array([window[0] for window in windows], pa.int32()),
@@ -170,6 +171,9 @@ def mark_vanished(
         conn.register(name, table)
     low, high = min(window[1] for window in windows), max(window[2] for window in windows)
     try:
+        held, listed = load.run_sql(conn, "count_listed_and_held", low=low, high=high).fetchall()[0]
+        if held == listed:  # the usual case, found without reading the ids
+            return {}
         deleted = load.run_sql(conn, "mark_vanished_calls", low=low, high=high).fetchall()
         if deleted:  # (the move costs a scan even when there is nothing to move)
             load.run_sql(conn, "move_vanished_calls", low=low, high=high, synced_at=synced_at, run_id=run_id)
