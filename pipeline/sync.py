@@ -197,6 +197,7 @@ def client_for(settings: Settings) -> CallTrackingClient:
         max_transcript_bytes=int(settings.media.max_transcript_mb * MB),
         max_recording_bytes=int(settings.media.max_recording_mb * MB),
         allow_private_addresses=settings.media.allow_private_addresses,
+        give_up_after_s=api.give_up_after_s,
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from datetime import date, datetime, timezone
 
@@ -9,7 +10,7 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
-from tests.conftest import REPO, run_cli, write_config
+from tests.conftest import REPO, run_cli, start_cli, write_config
 from tests.test_cli import assert_one_line_error
 from tests.dbcheck import assert_same_calls, scalar
 
@@ -93,3 +94,50 @@ def test_the_example_config_loads_strictly_with_every_key_uncommented(tmp_path, 
     monkeypatch.setenv("CALLSYNC_TOKEN", "x")
     settings = load_settings(tmp_path / "callsync.toml")
     assert settings.sync.start_date == date(2026, 1, 1)
+
+
+def media_state(database) -> list[tuple]:
+    import duckdb
+
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(
+            "SELECT call_id, kind, status FROM media_jobs ORDER BY ALL"
+        ).fetchall() + conn.execute("SELECT call_id, sha256 FROM recordings ORDER BY ALL").fetchall()
+
+
+def outage_data() -> SandboxData:
+    return SandboxData.generate(seed=12, calls=120, days=3, today=date(2026, 11, 20), now=datetime(2026, 11, 21, tzinfo=UTC))
+
+
+async def wait_until(condition, process) -> None:
+    """Wait on the sandbox's recorded state (its request log), not on the clock."""
+    while not condition():
+        assert process.returncode is None, "the run ended before the moment the test waits for"
+        await asyncio.sleep(0.005)
+
+
+async def test_the_api_going_away_mid_backfill_ends_the_run_with_one_line_and_a_rerun_completes(tmp_path):
+    args = ("backfill", "--start", "2026-11-18", "--end", "2026-11-20")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with run_sandbox(data=outage_data(), faults=Faults(latency_ms=20)) as sandbox:
+        port = int(sandbox.base_url.rsplit(":", 1)[1])
+        write_config(tmp_path / "a", sandbox.base_url, api={"give_up_after_s": 5}, media={"concurrency": 2})
+        process = await start_cli(*args, cwd=tmp_path / "a")
+        await wait_until(lambda: sum(r.path.endswith("/recording") for r in sandbox.requests) >= 10, process)
+    # The sandbox is gone: every request is refused.
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=5 + 30)
+    assert process.returncode == 1
+    assert len(stderr.decode().strip().splitlines()) == 1, stderr.decode()
+    assert "is unreachable" in stderr.decode() and f"127.0.0.1:{port}" in stderr.decode()
+    assert "backfill aborted" in stdout.decode()
+
+    async with run_sandbox(data=outage_data(), faults=Faults(latency_ms=0), port=port) as sandbox:
+        rerun = await run_cli(*args, cwd=tmp_path / "a")
+        assert rerun.code == 0, rerun.stderr
+        write_config(tmp_path / "b", sandbox.base_url)
+        uninterrupted = await run_cli(*args, cwd=tmp_path / "b")
+        assert uninterrupted.code == 0, uninterrupted.stderr
+        assert_same_calls(tmp_path / "a" / "callsync.duckdb", sandbox.data)
+    assert media_state(tmp_path / "a" / "callsync.duckdb") == media_state(tmp_path / "b" / "callsync.duckdb")
+    assert len(media_state(tmp_path / "a" / "callsync.duckdb")) > 100
