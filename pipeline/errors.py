@@ -17,6 +17,7 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     │   └── BodyTooLargeError             a body over its cap ([api]/[media] max_*_mb)
     ├── ApiUnreachableError            1  the API is gone (circuit breaker): the whole run stops
+    ├── RunInterrupted           130/143  SIGINT/SIGTERM: the run stopped taking new work
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
@@ -103,6 +104,18 @@ class BodyTooLargeError(ApiError):
 
 class MalformedListingError(RetryableApiError):
     pass
+
+
+class RunInterrupted(CallsyncError):
+    """Raised by every request once SIGINT or SIGTERM arrived; exits 128 + the signal."""
+
+    def __init__(self, signal_number: int, name: str):
+        super().__init__(
+            f"interrupted by {name}: stopped taking new work; what was complete is committed,"
+            " and the next run continues"
+        )
+        self.exit_code = 128 + signal_number
+        self.signal_name = name
 
 
 class WindowNotConvergedError(CallsyncError):

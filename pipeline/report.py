@@ -24,7 +24,7 @@ def status(database_path: Path) -> dict[str, Any]:
             "database": str(database_path),
             "watermark": watermark[0] if watermark else None,
             "last_sync": run_sql(conn, "status_last_sync").fetchone()[0],
-            "runs": _rows(run_sql(conn, "status_runs")),
+            "runs": _died_runs_shown_interrupted(_rows(run_sql(conn, "status_runs")), database_path),
             "counts": dict(run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
             "media_oldest_pending": _oldest_pending(conn),
@@ -49,6 +49,16 @@ def _snapshot(sizes: dict[str, Any]) -> dict[str, Any]:
 
 def _utc(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _died_runs_shown_interrupted(runs: list[dict[str, Any]], database_path: Path) -> list[dict[str, Any]]:
+    """A run still `running` while nobody holds the lock died (kill -9, power loss): the next
+    run records it as interrupted; until then, status says so."""
+    from pipeline.state import lock_is_free
+
+    if not any(run["status"] == "running" for run in runs) or not lock_is_free(database_path):
+        return runs
+    return [run | {"status": "interrupted"} if run["status"] == "running" else run for run in runs]
 
 
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -109,8 +119,6 @@ def render_status(facts: dict[str, Any]) -> str:
     lines.append("recent runs:")
     for run in facts["runs"]:
         status = run["status"]
-        if status == "running" and run["finished_at"] is None:
-            status = "running or interrupted"
         line = (
             f"  {run['started_at']:%Y-%m-%d %H:%M:%S} {run['command']:<8} {status:<10}"
             f" windows {run['windows_done']} (failed {run['windows_failed']}),"

@@ -30,8 +30,10 @@ from pipeline.errors import (
     CallsyncError,
     ImplausibleListingError,
     MalformedListingError,
+    RunInterrupted,
     WindowNotConvergedError,
 )
+from pipeline.interrupt import StopSignals
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
 from pipeline.load import WindowBatch, Writer
 from pipeline.store import FileStore
@@ -86,7 +88,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.status == "aborted" and self.error_exit_code is not None:
+        if self.status in ("aborted", "interrupted") and self.error_exit_code is not None:
             return self.error_exit_code
         return 1 if self.status == "failed" else 0
 
@@ -376,17 +378,20 @@ async def _recorded_run(
         )
         async with writer:
             await writer.run(load.apply_migrations)
+            await writer.run(partial(load.run_sql, name="mark_interrupted_runs"))  # we hold the lock: they died
             budget = await _budget_for_run(writer, settings.api)
             client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
                 if tidy_data:
                     await tidy(writer, settings, summary)
-                async with client:
+                async with client, StopSignals(client.breaker.stop, log.warning).installed():
                     await work(client, writer, summary)
                 if tidy_data:
                     await tidy(writer, settings, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
+            except RunInterrupted as exc:
+                summary.status, summary.error, summary.error_exit_code = "interrupted", str(exc), exc.exit_code
             except BudgetExhausted as exc:
                 summary.status, summary.error = "paused", f"paused: request budget ({exc}); the next run continues"
             except CallsyncError as exc:

@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
-from pipeline.errors import ApiUnreachableError, BudgetExhausted
+from pipeline.errors import ApiUnreachableError, BudgetExhausted, CallsyncError
 
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
 DECREASE_FACTOR = 0.9
@@ -310,13 +310,18 @@ class CircuitBreaker:
             self._watchdog = None
 
     def trip(self, why: str) -> None:
-        if self.error is not None:
-            return
         last = f" (last: {self.last_failure})" if self.last_failure else ""
-        self.error = ApiUnreachableError(
+        self.stop(ApiUnreachableError(
             f"giving up: the API at {self.where} is unreachable: {why}{last}; check [api] base_url, "
             "the network and the API's status. What was fetched is committed; the next run continues"
-        )
+        ))
+
+    def stop(self, error: CallsyncError) -> None:
+        """No more requests this run: those in flight or waiting to retry, and every later
+        one, raise ``error`` (a trip, or a signal asking the run to stop)."""
+        if self.error is not None:
+            return
+        self.error = error
         self.close()
         for task in list(self._waiting):
             if task is not asyncio.current_task():
