@@ -44,6 +44,9 @@ log = logging.getLogger("callsync.sync")
 class Progress:
     """What a run tells whoever watches it (the CLI's progress bar). Does nothing by default."""
 
+    def watch(self, summary: RunSummary, stats: Any) -> None:
+        """The run's counts (a RunSummary, filled in as it goes) and its request stats."""
+
     def plan(self, days: int) -> None:
         """The run will fetch this many days (windows are sized as it goes)."""
 
@@ -325,6 +328,7 @@ async def _run(
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
         planned = erasure.unexpired(await writer.run(plan), settings.sync.keep_days)
         summary.windows_skipped = planned.windows_skipped
+        progress.watch(summary, client.stats)
         progress.plan(planned.days)
         await refresh_dimensions(client, writer, summary)
         if tracker is not None:
@@ -343,6 +347,7 @@ async def media(
     """`callsync media`: only recordings and transcripts, as a run of its own (lock, runs row)."""
 
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
+        progress.watch(summary, client.stats)
         await fetch_media(
             client, writer, settings, summary, verify=verify, ignore_backoff=ignore_backoff, progress=progress
         )
