@@ -46,6 +46,9 @@ class StopSignals:
             raise self.received
 
     def _first(self, number: int) -> None:
+        if self.received is not None:  # two signals read from the loop's wakeup pipe together
+            self._second(number)
+            return
         self.received = RunInterrupted(number, signal.Signals(number).name)
         self._say(f"{self.received.signal_name} received: finishing what is complete and stopping (again to stop at once)")
         loop = asyncio.get_running_loop()
@@ -54,5 +57,5 @@ class StopSignals:
         self._stop(self.received)
 
     def _second(self, number: int) -> None:
-        self._say(f"{signal.Signals(number).name} received again: stopping at once")
+        self._say(f"{signal.Signals(number).name} received as a second signal: stopping at once")
         os._exit(128 + number)
