@@ -533,7 +533,7 @@ class WindowLoader:
                     group.create_task(self._work(planner))
         except* CallsyncError as errors:
             await self._drain()
-            raise errors.exceptions[0] from None
+            raise _first_error(errors) from None
         finally:
             self.summary.listing_requests += self.fetcher.requests
         await self._drain()
@@ -605,6 +605,12 @@ class WindowLoader:
         self.summary.add_counts(future.result())
         self.summary.windows_done += 1
         self.progress.window_done(window)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a task group's, which may hold the groups of task groups inside it."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _advance_watermark(

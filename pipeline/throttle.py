@@ -91,7 +91,7 @@ class PrioritySlots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot just as it was cancelled: pass it on
-            else:
+            elif waiter in queue:  # release() may have dropped it already, as a done future
                 queue.remove(waiter)
             raise
 
