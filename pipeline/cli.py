@@ -807,8 +807,9 @@ class _ProgressBar:
 
 
 class _ProgressLog:
-    """Without a progress bar (cron, a pipe): one INFO line per tenth of the days to fetch or
-    per minute, so a long run shows it is alive."""
+    """Without a progress bar (cron, a pipe): a long run logs one INFO line per tenth of the
+    days to fetch (when there are PROGRESS_MIN_DAYS or more) and at least one per minute, so
+    it shows it is alive; a short cron sync stays quiet."""
 
     def __init__(self) -> None:
         self._summary: Any = None
@@ -834,7 +835,8 @@ class _ProgressLog:
 
     def window_done(self, window: Any) -> None:
         self._days_done += window.days
-        if self._days_done >= self._next_mark or self._minute_passed():
+        tenth_passed = self._days_planned >= PROGRESS_MIN_DAYS and self._days_done >= self._next_mark
+        if tenth_passed or self._minute_passed():
             while self._next_mark <= self._days_done:
                 self._next_mark += self._step()
             self._say()
@@ -873,6 +875,7 @@ class _ProgressLog:
 
 
 PROGRESS_EVERY_S = 60.0
+PROGRESS_MIN_DAYS = 20
 
 
 def _progress_bar(requested: bool | None) -> _ProgressBar | _ProgressLog:
