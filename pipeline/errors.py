@@ -16,8 +16,9 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── NotFoundError                 404
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     │   └── BodyTooLargeError             a body over its cap ([api]/[media] max_*_mb)
-    ├── ApiUnreachableError            1  the API is gone (circuit breaker): the whole run stops
-    ├── RunInterrupted           130/143  SIGINT/SIGTERM: the run stopped taking new work
+    ├── RunStopped                        the whole run stops; no window or job catches it
+    │   ├── ApiUnreachableError        1  the API is gone (circuit breaker)
+    │   └── RunInterrupted       130/143  SIGINT/SIGTERM: the run stopped taking new work
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
@@ -89,7 +90,11 @@ class NotFoundError(ApiError):
     pass
 
 
-class ApiUnreachableError(CallsyncError):
+class RunStopped(CallsyncError):
+    """The whole run must stop (not one window or job): nothing catches it on the way up."""
+
+
+class ApiUnreachableError(RunStopped):
     """Not an ApiError: no single request or window failed, the API is gone, so nothing
     catches it per window or per job and the run stops (committing what it has)."""
 
@@ -106,7 +111,7 @@ class MalformedListingError(RetryableApiError):
     pass
 
 
-class RunInterrupted(CallsyncError):
+class RunInterrupted(RunStopped):
     """Raised by every request once SIGINT or SIGTERM arrived; exits 128 + the signal."""
 
     def __init__(self, signal_number: int, name: str):

@@ -31,6 +31,7 @@ from pipeline.errors import (
     ImplausibleListingError,
     MalformedListingError,
     RunInterrupted,
+    RunStopped,
     WindowNotConvergedError,
 )
 from pipeline.interrupt import StopSignals
@@ -561,7 +562,7 @@ class WindowLoader:
             if not planner.fits(window, first.metas[0].total, page_size(first)):
                 return None
             return await self.fetcher.fetch(window, first)
-        except (AuthError, BudgetExhausted):
+        except (AuthError, BudgetExhausted, RunStopped):
             raise
         except (ImplausibleListingError, BodyTooLargeError, MalformedListingError) as exc:
             if window.days > 1:  # pin it down to the day that lies; its neighbours go on

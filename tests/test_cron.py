@@ -238,18 +238,3 @@ async def test_a_wrong_base_url_fails_within_seconds_with_one_line(tmp_path):
     assert_one_line_error(result, "127.0.0.1:9 is unreachable", "base_url")
     assert asyncio.get_running_loop().time() - started < 10 + 10  # the 10 s, plus a loaded host's start-up
 
-
-async def test_a_second_signal_stops_at_once_and_status_says_interrupted(tmp_path):
-    args = ("backfill", "--start", "2026-10-22", "--end", "2026-11-20", "--no-media")
-    async with run_sandbox(data=signal_data(), faults=Faults(latency_ms=40)) as sandbox:
-        write_config(tmp_path, sandbox.base_url, api={"max_concurrency": 2}, sync={"per_page": 10})
-        process = await start_cli(*args, cwd=tmp_path)
-        await wait_until(lambda: sum(r.path.endswith("/calls") for r in sandbox.requests) >= 4, process)
-        # Two different signals, so the kernel cannot merge them into one pending signal.
-        process.send_signal(signal.SIGTERM)
-        process.send_signal(signal.SIGINT)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-    assert process.returncode in (130, 143)
-    assert "as a second signal: stopping at once" in stderr.decode()
-    status = await run_cli("status", "--format", "json", cwd=tmp_path)
-    assert [run["status"] for run in json.loads(status.stdout)["runs"]] == ["interrupted"]
