@@ -3,6 +3,7 @@ how it stands beside the working database (when published, how far behind, sizes
 
 from __future__ import annotations
 
+import fcntl
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -54,11 +55,23 @@ def _utc(timestamp: float | None) -> datetime | None:
 def _died_runs_shown_interrupted(runs: list[dict[str, Any]], database_path: Path) -> list[dict[str, Any]]:
     """A run still `running` while nobody holds the lock died (kill -9, power loss): the next
     run records it as interrupted; until then, status says so."""
-    from pipeline.state import lock_is_free
-
-    if not any(run["status"] == "running" for run in runs) or not lock_is_free(database_path):
+    if not any(run["status"] == "running" for run in runs) or not _lock_is_free(database_path):
         return runs
     return [run | {"status": "interrupted"} if run["status"] == "running" else run for run in runs]
+
+
+def _lock_is_free(database_path: Path) -> bool:
+    """Whether no run holds ``<database>.lock`` (pipeline.state.RunLock), checked here
+    without importing the sync's modules, so that status starts fast."""
+    try:
+        with Path(str(database_path) + ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # no lock file can be made there: no run can hold it either
+    return True
 
 
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:

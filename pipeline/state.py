@@ -55,20 +55,6 @@ class RunLock:
             self._handle = None
 
 
-def lock_is_free(database_path: Path) -> bool:
-    """Whether no run holds the lock now (so a run still marked `running` has died)."""
-    path = Path(str(database_path) + ".lock")
-    try:
-        with path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # no lock file can be made: no run can hold it either
-    return True
-
-
 def sync_range(today: date, start_date: date | None, lookback_days: int, watermark: date | None) -> tuple[date, date]:
     """From (watermark - lookback_days), or start_date on the first run, through today."""
     if watermark is not None:
