@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,7 +22,7 @@ import click
 from pipeline import __version__
 from pipeline.configpath import database_path, find_config
 from pipeline.errors import CallsyncError, UsageError, command_hint
-from pipeline.logs import setup_logging
+from pipeline.logs import fatal_line, json_logs, json_requested, setup_logging
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
@@ -58,8 +59,22 @@ def log_options(command: Callable) -> Callable:
                 help="Logs on stderr: human lines, or JSON lines for log shippers.",
             ),
             click.option("-v", "--verbose", is_flag=True, help="Debug logs, including each retry."),
+            click.option(
+                "--summary-format",
+                type=click.Choice(["text", "json"]),
+                default="text",
+                show_default=True,
+                expose_value=False,
+                callback=_remember_summary_format,
+                help="The run's summary on stdout: one human line, or one JSON object.",
+            ),
         ],
     )
+
+
+def _remember_summary_format(ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    ctx.meta["callsync.summary_format"] = value
+    return value
 
 
 def run_options(command: Callable) -> Callable:
@@ -714,8 +729,15 @@ def _settings(config_path: str | None, log_format: str, verbose: bool) -> Settin
 
 
 def _report(summary: RunSummary) -> None:
-    """The run's one summary line on stdout; its error (one line) ends the command."""
-    click.echo(summary.line())
+    """The run's one summary line on stdout (JSON with --summary-format json; with JSON logs
+    also a `run_summary` event on stderr); its error (one line) ends the command."""
+    context = click.get_current_context(silent=True)
+    event = {"run_id": summary.run_id, "command": summary.command, "status": summary.status,
+             "exit_code": summary.exit_code, **summary.record()}
+    as_json = context is not None and context.meta.get("callsync.summary_format") == "json"
+    click.echo(json.dumps(event, default=str) if as_json else summary.line())
+    if json_logs():
+        log.info(summary.line(), extra={"event": "run_summary", **event})
     if summary.status == "paused":
         log.warning(summary.error)
     elif summary.error:
@@ -784,8 +806,81 @@ class _ProgressBar:
             self._progress.advance(self._media)
 
 
-def _progress_bar(requested: bool | None) -> _ProgressBar:
-    return _ProgressBar(sys.stderr.isatty() if requested is None else requested)
+class _ProgressLog:
+    """Without a progress bar (cron, a pipe): a long run logs one INFO line per tenth of the
+    days to fetch (when there are PROGRESS_MIN_DAYS or more) and at least one per minute, so
+    it shows it is alive; a short cron sync stays quiet."""
+
+    def __init__(self) -> None:
+        self._summary: Any = None
+        self._stats: Any = None
+        self._days_planned = 0
+        self._days_done = 0
+        self._next_mark = 0
+        self._media_done = 0
+        self._media_due: int | None = None
+        self._last_line = time.monotonic()
+
+    def __enter__(self) -> _ProgressLog:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def watch(self, summary: Any, stats: Any) -> None:
+        self._summary, self._stats = summary, stats
+
+    def plan(self, days: int) -> None:
+        self._days_planned, self._next_mark = days, self._step()
+
+    def window_done(self, window: Any) -> None:
+        self._days_done += window.days
+        tenth_passed = self._days_planned >= PROGRESS_MIN_DAYS and self._days_done >= self._next_mark
+        if tenth_passed or self._minute_passed():
+            while self._next_mark <= self._days_done:
+                self._next_mark += self._step()
+            self._say()
+
+    def media_jobs_due(self, jobs: int) -> None:
+        self._media_due = jobs
+
+    def media_job_done(self) -> None:
+        self._media_done += 1
+        if self._minute_passed():
+            self._say()
+
+    def _step(self) -> int:
+        return max(1, self._days_planned // 10)
+
+    def _minute_passed(self) -> bool:
+        return time.monotonic() - self._last_line >= PROGRESS_EVERY_S
+
+    def _say(self) -> None:
+        self._last_line = time.monotonic()
+        summary = self._summary
+        if summary is None:
+            return
+        calls = summary.calls_new + summary.calls_updated + summary.calls_unchanged
+        requests = self._stats.requests if self._stats is not None else 0
+        due = "?" if self._media_due is None else str(self._media_due)
+        log.info(
+            "progress: days %d of %d (%d windows), calls %d, requests %d, media %d of %s done",
+            self._days_done, self._days_planned, summary.windows_done, calls, requests, self._media_done, due,
+            extra={
+                "event": "progress", "days_done": self._days_done, "days_planned": self._days_planned,
+                "windows_done": summary.windows_done, "calls": calls, "requests": requests,
+                "media_done": self._media_done, "media_due": self._media_due,
+            },
+        )
+
+
+PROGRESS_EVERY_S = 60.0
+PROGRESS_MIN_DAYS = 20
+
+
+def _progress_bar(requested: bool | None) -> _ProgressBar | _ProgressLog:
+    enabled = sys.stderr.isatty() if requested is None else requested
+    return _ProgressBar(enabled) if enabled else _ProgressLog()
 
 
 def _one_line_usage_error(exc: click.ClickException) -> str:
@@ -830,14 +925,17 @@ def _main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("callsync: aborted", err=True)
-        sys.exit(130)
+        _exit_with("callsync: aborted", 130)
     except click.ClickException as exc:
-        click.echo(f"callsync: error: {_one_line_usage_error(exc)}", err=True)
-        sys.exit(exc.exit_code if exc.exit_code else 2)
+        code = exc.exit_code if exc.exit_code else 2
+        _exit_with(f"callsync: error: {_one_line_usage_error(exc)}", code, as_json=json_requested(sys.argv))
     except (CallsyncError, _Exit) as exc:
-        click.echo(f"callsync: error: {exc}", err=True)
-        sys.exit(getattr(exc, "code", None) if isinstance(exc, _Exit) else exc.exit_code)
+        code = exc.code if isinstance(exc, _Exit) else exc.exit_code
+        _exit_with(f"callsync: {'' if code in (130, 143) else 'error: '}{exc}", code)
     except KeyboardInterrupt:
-        click.echo("callsync: interrupted", err=True)
-        sys.exit(130)
+        _exit_with("callsync: interrupted", 130)
+
+
+def _exit_with(message: str, code: int, *, as_json: bool | None = None) -> None:
+    click.echo(fatal_line(message, code, as_json=as_json), err=True)
+    sys.exit(code)

@@ -44,6 +44,7 @@ from pipeline.addresses import AddressGuard, GuardedResolver, Reach
 from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
+    ApiTimeoutError,
     AuthError,
     ConnectFailedError,
     MalformedListingError,
@@ -64,7 +65,7 @@ from pipeline.models import (
     TrackingNumber,
     Transcript,
 )
-from pipeline.throttle import Throttle
+from pipeline.throttle import CircuitBreaker, Throttle
 
 log = logging.getLogger("callsync.client")
 
@@ -81,6 +82,7 @@ ERROR_BODY_BYTES = 64 * 1024
 # (a stream dripping a few bytes a second would otherwise hold its job forever).
 MIN_PROGRESS_BYTES = 64 * 1024
 MAX_DIMENSION_PAGES = 1000
+MAX_TIMEOUTS_PER_REQUEST = 2
 
 T = TypeVar("T")
 
@@ -119,6 +121,8 @@ class ClientOptions:
     backoff_max_s: float = 30.0
     max_requests_per_run: int | None = None
     allow_foreign_hosts: bool = True
+    give_up_after_s: float = 120.0
+    max_connection_failures: int = 8  # in a row, before the circuit breaker stops the run
     user_agent: str = field(default="callsync")
     max_page_bytes: int = 16 * MB
     max_transcript_bytes: int = 32 * MB
@@ -140,6 +144,9 @@ class CallTrackingClient:
             self.options.max_concurrency,
             self.options.requests_per_second,
             self.options.max_requests_per_run,
+        )
+        self.breaker = CircuitBreaker(
+            str(self.base_url), self.options.give_up_after_s, self.options.max_connection_failures
         )
         self._session: aiohttp.ClientSession | None = None
         self._guard: AddressGuard | None = None
@@ -170,6 +177,7 @@ class CallTrackingClient:
         await self.close()
 
     async def close(self) -> None:
+        self.breaker.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -370,11 +378,12 @@ class CallTrackingClient:
         self, method: str, url: URL, json_body: Any, consume: Callable[[aiohttp.ClientResponse], Awaitable[T]],
         extra: _RequestExtras | None = None,
     ) -> T:
-        try:
-            async with self.throttle.slot():
-                result = await self._exchange(method, url, json_body, consume, extra)
-        except RetryableApiError as exc:
-            raise _unless_uncertain(method, exc) from None
+        with self.breaker.watching():
+            try:
+                async with self.throttle.slot():
+                    result = await self._exchange(method, url, json_body, consume, extra)
+            except RetryableApiError as exc:
+                raise _unless_uncertain(method, exc) from None
         self.throttle.succeeded()
         await asyncio.sleep(0)  # the slot's next holder sends its request before this body is parsed
         return result
@@ -395,9 +404,18 @@ class CallTrackingClient:
             error = state.outcome.exception() if state.outcome else None
             log.info("retry scheduled", extra={"event": "retry_scheduled", "retry_num": state.attempt_number, "error": str(error)})
 
+        timeouts = 0
+
+        def timed_out_twice(state: RetryCallState) -> bool:
+            # A lone stuck request gives up after its second timeout, not after max_retries
+            # of them (minutes of wall time while every other request succeeds).
+            nonlocal timeouts
+            timeouts += isinstance(state.outcome.exception() if state.outcome else None, ApiTimeoutError)
+            return timeouts >= MAX_TIMEOUTS_PER_REQUEST
+
         return AsyncRetrying(
             retry=retry_if_exception_type(RetryableApiError),
-            stop=stop_after_attempt(self.options.max_retries + 1),
+            stop=stop_after_attempt(self.options.max_retries + 1) | timed_out_twice,
             wait=wait,
             before_sleep=count_retry,
             reraise=True,
@@ -425,6 +443,7 @@ class CallTrackingClient:
                     method, url, json=json_body, headers=headers, allow_redirects=False,
                     **({"timeout": extra.timeout} if extra.timeout else {}),
                 ) as response:
+                    self._note_answer(response)
                     location = response.headers.get("Location")
                     if response.status in REDIRECT_STATUSES and location:
                         url = self._resolve(location, base=response.url)
@@ -434,11 +453,30 @@ class CallTrackingClient:
                     return await consume(response)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # before sending
                 reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)  # its text has the query
+                self._note_failure(exc, f"{method} {_describe(url)}: {reason}")
                 raise ConnectFailedError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError) as exc:
                 reason = type(exc).__name__ if isinstance(exc, asyncio.TimeoutError) else str(exc) or type(exc).__name__
-                raise RetryableApiError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
+                self._note_failure(exc, f"{method} {_describe(url)}: {reason}")
+                error = ApiTimeoutError if isinstance(exc, asyncio.TimeoutError) else RetryableApiError
+                raise error(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
         raise ApiError(f"{method} {_describe(url)}: more than {MAX_REDIRECTS} redirects", url=_describe(url))
+
+    def _note_answer(self, response: aiohttp.ClientResponse) -> None:
+        if response.status >= 500:
+            self.breaker.failed(f"{_describe(response.url)}: HTTP {response.status}")
+        elif response.status == 429:
+            self.breaker.answered(quiet_for=parse_retry_after(response.headers.get("Retry-After")) or 0.0)
+        else:
+            self.breaker.answered()
+
+    def _note_failure(self, exc: BaseException, reason: str) -> None:
+        """Tell the breaker; raises its error if this failure tripped it."""
+        if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
+            self.breaker.connection_failed(reason)
+        else:
+            self.breaker.failed(reason)
+        self.breaker.raise_if_tripped()
 
     async def _raise_for_status(self, method: str, response: aiohttp.ClientResponse) -> None:
         status = response.status

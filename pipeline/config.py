@@ -51,6 +51,8 @@ class ApiSettings(_Section):
     max_requests_per_run: int | None = Field(None, ge=1)
     max_requests_per_hour: int | None = Field(None, ge=1)
     max_page_mb: float = Field(16, gt=0)
+    # The run stops (exit 1, what it fetched committed) when nothing answered for this long.
+    give_up_after_s: float = Field(120.0, gt=0)
 
     @field_validator("base_url")
     @classmethod

@@ -10,11 +10,15 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── RetryableApiError             429, 5xx, timeouts, dropped connections
     │   │   ├── RateLimitedError          429, with the server's Retry-After
     │   │   ├── ConnectFailedError        no connection, so the request was never sent
+    │   │   ├── ApiTimeoutError           no answer within [api] timeout_s
     │   │   └── MalformedListingError     a calls page of the wrong shape (its window is halved)
     │   ├── UncertainWriteError           a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     │   └── BodyTooLargeError             a body over its cap ([api]/[media] max_*_mb)
+    ├── RunStopped                        the whole run stops; no window or job catches it
+    │   ├── ApiUnreachableError        1  the API is gone (circuit breaker)
+    │   └── RunInterrupted       130/143  SIGINT/SIGTERM: the run stopped taking new work
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
@@ -78,8 +82,21 @@ class UncertainWriteError(ApiError):
     a 5xx: it may have taken effect, so it is never sent again blindly (a purchase costs money)."""
 
 
+class ApiTimeoutError(RetryableApiError):
+    pass
+
+
 class NotFoundError(ApiError):
     pass
+
+
+class RunStopped(CallsyncError):
+    """The whole run must stop (not one window or job): nothing catches it on the way up."""
+
+
+class ApiUnreachableError(RunStopped):
+    """Not an ApiError: no single request or window failed, the API is gone, so nothing
+    catches it per window or per job and the run stops (committing what it has)."""
 
 
 class UnsafeUrlError(ApiError):
@@ -92,6 +109,18 @@ class BodyTooLargeError(ApiError):
 
 class MalformedListingError(RetryableApiError):
     pass
+
+
+class RunInterrupted(RunStopped):
+    """Raised by every request once SIGINT or SIGTERM arrived; exits 128 + the signal."""
+
+    def __init__(self, signal_number: int, name: str):
+        super().__init__(
+            f"interrupted by {name}: stopped taking new work; what was complete is committed,"
+            " and the next run continues"
+        )
+        self.exit_code = 128 + signal_number
+        self.signal_name = name
 
 
 class WindowNotConvergedError(CallsyncError):

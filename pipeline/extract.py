@@ -158,6 +158,7 @@ class WindowFetcher:
         """The pages' bodies as they arrive, starting the next page as one comes in."""
         numbers = iter(pages)
         in_flight: set[asyncio.Task[bytes]] = set()
+        done: set[asyncio.Task[bytes]] = set()
         try:
             while True:
                 for page in islice(numbers, self.concurrency - len(in_flight)):
@@ -170,6 +171,8 @@ class WindowFetcher:
         finally:
             for task in in_flight:
                 task.cancel()
+            for task in in_flight | done:  # the others' failures, once the first is raised
+                task.add_done_callback(_retrieve_failure)
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
@@ -243,3 +246,9 @@ def deduplicate(passes: Sequence[Listings]) -> tuple[pa.Table, list[Rejected]]:
         for call_id in rejected.keys() & set(calls.column("id").to_pylist()):
             del rejected[call_id]
     return calls, list(rejected.values())
+
+
+def _retrieve_failure(task: asyncio.Task) -> None:
+    """Mark a page task's failure as seen: the window already failed with the first one."""
+    if not task.cancelled():
+        task.exception()

@@ -63,6 +63,7 @@ from pipeline.errors import (
     DiskError,
     MediaError,
     NotFoundError,
+    RunStopped,
     UnsafeUrlError,
 )
 from pipeline.load import Writer
@@ -428,7 +429,7 @@ class MediaFetcher:
                 await self._fetch_recording(job, now)
                 return True
             await self._fetch_transcript(job, now)
-        except (AuthError, BudgetExhausted, DiskError):
+        except (AuthError, BudgetExhausted, DiskError, RunStopped):
             raise
         except NotFoundError as exc:
             self.counts.not_ready += 1

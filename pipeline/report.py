@@ -3,6 +3,7 @@ how it stands beside the working database (when published, how far behind, sizes
 
 from __future__ import annotations
 
+import fcntl
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ def status(database_path: Path) -> dict[str, Any]:
             "database": str(database_path),
             "watermark": watermark[0] if watermark else None,
             "last_sync": run_sql(conn, "status_last_sync").fetchone()[0],
-            "runs": _rows(run_sql(conn, "status_runs")),
+            "runs": _died_runs_shown_interrupted(_rows(run_sql(conn, "status_runs")), database_path),
             "counts": dict(run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
             "media_oldest_pending": _oldest_pending(conn),
@@ -49,6 +50,28 @@ def _snapshot(sizes: dict[str, Any]) -> dict[str, Any]:
 
 def _utc(timestamp: float | None) -> datetime | None:
     return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def _died_runs_shown_interrupted(runs: list[dict[str, Any]], database_path: Path) -> list[dict[str, Any]]:
+    """A run still `running` while nobody holds the lock died (kill -9, power loss): the next
+    run records it as interrupted; until then, status says so."""
+    if not any(run["status"] == "running" for run in runs) or not _lock_is_free(database_path):
+        return runs
+    return [run | {"status": "interrupted"} if run["status"] == "running" else run for run in runs]
+
+
+def _lock_is_free(database_path: Path) -> bool:
+    """Whether no run holds ``<database>.lock`` (pipeline.state.RunLock), checked here
+    without importing the sync's modules, so that status starts fast."""
+    try:
+        with Path(str(database_path) + ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # no lock file can be made there: no run can hold it either
+    return True
 
 
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -109,8 +132,6 @@ def render_status(facts: dict[str, Any]) -> str:
     lines.append("recent runs:")
     for run in facts["runs"]:
         status = run["status"]
-        if status == "running" and run["finished_at"] is None:
-            status = "running or interrupted"
         line = (
             f"  {run['started_at']:%Y-%m-%d %H:%M:%S} {run['command']:<8} {status:<10}"
             f" windows {run['windows_done']} (failed {run['windows_failed']}),"

@@ -30,8 +30,11 @@ from pipeline.errors import (
     CallsyncError,
     ImplausibleListingError,
     MalformedListingError,
+    RunInterrupted,
+    RunStopped,
     WindowNotConvergedError,
 )
+from pipeline.interrupt import StopSignals
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
 from pipeline.load import WindowBatch, Writer
 from pipeline.store import FileStore
@@ -41,6 +44,9 @@ log = logging.getLogger("callsync.sync")
 
 class Progress:
     """What a run tells whoever watches it (the CLI's progress bar). Does nothing by default."""
+
+    def watch(self, summary: RunSummary, stats: Any) -> None:
+        """The run's counts (a RunSummary, filled in as it goes) and its request stats."""
 
     def plan(self, days: int) -> None:
         """The run will fetch this many days (windows are sized as it goes)."""
@@ -86,7 +92,7 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.status == "aborted" and self.error_exit_code is not None:
+        if self.status in ("aborted", "interrupted") and self.error_exit_code is not None:
             return self.error_exit_code
         return 1 if self.status == "failed" else 0
 
@@ -197,6 +203,7 @@ def client_for(settings: Settings) -> CallTrackingClient:
         max_transcript_bytes=int(settings.media.max_transcript_mb * MB),
         max_recording_bytes=int(settings.media.max_recording_mb * MB),
         allow_private_addresses=settings.media.allow_private_addresses,
+        give_up_after_s=api.give_up_after_s,
     )
     return CallTrackingClient(api.base_url, settings.require_token(), options)
 
@@ -322,6 +329,7 @@ async def _run(
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
         planned = erasure.unexpired(await writer.run(plan), settings.sync.keep_days)
         summary.windows_skipped = planned.windows_skipped
+        progress.watch(summary, client.stats)
         progress.plan(planned.days)
         await refresh_dimensions(client, writer, summary)
         if tracker is not None:
@@ -340,6 +348,7 @@ async def media(
     """`callsync media`: only recordings and transcripts, as a run of its own (lock, runs row)."""
 
     async def work(client: CallTrackingClient, writer: Writer, summary: RunSummary) -> None:
+        progress.watch(summary, client.stats)
         await fetch_media(
             client, writer, settings, summary, verify=verify, ignore_backoff=ignore_backoff, progress=progress
         )
@@ -375,17 +384,20 @@ async def _recorded_run(
         )
         async with writer:
             await writer.run(load.apply_migrations)
+            await writer.run(partial(load.run_sql, name="mark_interrupted_runs"))  # we hold the lock: they died
             budget = await _budget_for_run(writer, settings.api)
             client.throttle.set_budget(budget.limit, budget.note)
             await writer.run(partial(load.start_run, run_id=summary.run_id, command=command, args=args))
             try:
                 if tidy_data:
                     await tidy(writer, settings, summary)
-                async with client:
+                async with client, StopSignals(client.breaker.stop, log.warning).installed():
                     await work(client, writer, summary)
                 if tidy_data:
                     await tidy(writer, settings, summary)
                 summary.status = "failed" if summary.windows_failed or summary.rejected or summary.failures else "ok"
+            except RunInterrupted as exc:
+                summary.status, summary.error, summary.error_exit_code = "interrupted", str(exc), exc.exit_code
             except BudgetExhausted as exc:
                 summary.status, summary.error = "paused", f"paused: request budget ({exc}); the next run continues"
             except CallsyncError as exc:
@@ -522,7 +534,7 @@ class WindowLoader:
                     group.create_task(self._work(planner))
         except* CallsyncError as errors:
             await self._drain()
-            raise errors.exceptions[0] from None
+            raise _first_error(errors) from None
         finally:
             self.summary.listing_requests += self.fetcher.requests
         await self._drain()
@@ -550,7 +562,7 @@ class WindowLoader:
             if not planner.fits(window, first.metas[0].total, page_size(first)):
                 return None
             return await self.fetcher.fetch(window, first)
-        except (AuthError, BudgetExhausted):
+        except (AuthError, BudgetExhausted, RunStopped):
             raise
         except (ImplausibleListingError, BodyTooLargeError, MalformedListingError) as exc:
             if window.days > 1:  # pin it down to the day that lies; its neighbours go on
@@ -594,6 +606,12 @@ class WindowLoader:
         self.summary.add_counts(future.result())
         self.summary.windows_done += 1
         self.progress.window_done(window)
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The first error of a task group's, which may hold the groups of task groups inside it."""
+    first = group.exceptions[0]
+    return _first_error(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def _advance_watermark(

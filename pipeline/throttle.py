@@ -33,7 +33,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import AsyncIterator, Iterator
 
-from pipeline.errors import BudgetExhausted
+from pipeline.errors import ApiUnreachableError, BudgetExhausted, CallsyncError
 
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
 DECREASE_FACTOR = 0.9
@@ -91,7 +91,7 @@ class PrioritySlots:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 self.release()  # handed a slot just as it was cancelled: pass it on
-            else:
+            elif waiter in queue:  # release() may have dropped it already, as a done future
                 queue.remove(waiter)
             raise
 
@@ -214,3 +214,131 @@ class Throttle:
         while self._recent_successes and self._recent_successes[0] < now - WINDOW_S:
             self._recent_successes.popleft()
         return len(self._recent_successes)
+
+
+class CircuitBreaker:
+    """Stops the whole run when the API is gone, instead of letting every request retry for
+    minutes. It trips after ``max_connection_failures`` connection failures in a row
+    (refused, reset, DNS, TLS) with no answer in between, or when requests have been out for
+    ``give_up_after_s`` with no answer at all (a host that swallows packets). Tripping
+    cancels every request in flight or waiting to retry; each then raises the trip's
+    ``ApiUnreachableError``. Any HTTP answer below 500 counts as the API being there."""
+
+    def __init__(self, where: str, give_up_after_s: float, max_connection_failures: int = 8) -> None:
+        self.where = where
+        self.give_up_after_s = give_up_after_s
+        self.max_connection_failures = max_connection_failures
+        self.ever_answered = False  # until the API answers once, half as many failures trip it
+        self.failures_in_a_row = 0
+        self.last_failure = ""
+        self.error: ApiUnreachableError | None = None
+        self._waiting: dict[asyncio.Task, int] = {}  # task -> requests of it in flight
+        self._unanswered_since = time.monotonic()
+        self._failed_since_answer = False
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._cancelled: set[asyncio.Task] = set()
+
+    def enter(self) -> asyncio.Task | None:
+        """A request starts (or waits to retry); raises at once if the breaker has tripped."""
+        self.raise_if_tripped()
+        task = asyncio.current_task()
+        if task is None:
+            return None
+        if not self._waiting:
+            if not self._failed_since_answer:  # idle time is not the API's silence
+                self._unanswered_since = max(self._unanswered_since, time.monotonic())
+            self._arm(max(0.0, self._unanswered_since + self.give_up_after_s - time.monotonic()))
+        self._waiting[task] = self._waiting.get(task, 0) + 1
+        return task
+
+    def leave(self, task: asyncio.Task | None) -> None:
+        if task is None or task not in self._waiting:
+            return
+        self._waiting[task] -= 1
+        if not self._waiting[task]:
+            del self._waiting[task]
+        if not self._waiting and self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def answered(self, quiet_for: float = 0.0) -> None:
+        """An HTTP answer; ``quiet_for``: the seconds it asked us to wait (429 Retry-After),
+        which are not the API's silence."""
+        self.failures_in_a_row = 0
+        self.ever_answered = True
+        self._failed_since_answer = False
+        self._unanswered_since = time.monotonic() + quiet_for
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Around one attempt: a trip cancels it, and it raises the trip's error instead."""
+        task = self.enter()
+        try:
+            yield
+        except asyncio.CancelledError:
+            if self.was_cancelled_by_trip(task) and task is not None:
+                task.uncancel()
+                self._cancelled.discard(task)
+                raise self.error from None
+            raise
+        finally:
+            self.leave(task)
+
+    def connection_failed(self, reason: str) -> None:
+        self.failures_in_a_row += 1
+        self._failed_since_answer = True
+        self.last_failure = reason
+        limit = self.max_connection_failures if self.ever_answered else max(1, self.max_connection_failures // 2)
+        if self.failures_in_a_row >= limit:
+            self.trip(f"{self.failures_in_a_row} connection failures in a row")
+
+    def failed(self, reason: str) -> None:
+        """A timeout or a 5xx: not proof the API is gone, but no answer either."""
+        self._failed_since_answer = True
+        self.last_failure = reason
+
+    def raise_if_tripped(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def was_cancelled_by_trip(self, task: asyncio.Task | None) -> bool:
+        return self.error is not None and task in self._cancelled
+
+    def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def trip(self, why: str) -> None:
+        last = f" (last: {self.last_failure})" if self.last_failure else ""
+        self.stop(ApiUnreachableError(
+            f"giving up: the API at {self.where} is unreachable: {why}{last}; check [api] base_url, "
+            "the network and the API's status. What was fetched is committed; the next run continues"
+        ))
+
+    def stop(self, error: CallsyncError) -> None:
+        """No more requests this run: those in flight or waiting to retry, and every later
+        one, raise ``error`` (a trip, or a signal asking the run to stop)."""
+        if self.error is not None:
+            return
+        self.error = error
+        self.close()
+        for task in list(self._waiting):
+            if task is not asyncio.current_task():
+                self._cancelled.add(task)
+                task.cancel()
+
+    def _arm(self, delay: float) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_later(delay, self._check_silence)
+
+    def _check_silence(self) -> None:
+        self._watchdog = None
+        if not self._waiting:
+            return
+        silent = time.monotonic() - self._unanswered_since
+        if silent >= self.give_up_after_s:
+            self.trip(f"no answer for {silent:.0f}s ([api] give_up_after_s = {self.give_up_after_s:g})")
+        else:
+            self._arm(self.give_up_after_s - silent)

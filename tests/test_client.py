@@ -11,7 +11,16 @@ from datetime import timedelta
 import pytest
 
 from pipeline.client import CallTrackingClient, ClientOptions
-from pipeline.errors import ApiError, AuthError, NotFoundError, RetryableApiError, UncertainWriteError, UnsafeUrlError
+from pipeline.errors import (
+    ApiError,
+    ApiTimeoutError,
+    ApiUnreachableError,
+    AuthError,
+    NotFoundError,
+    RetryableApiError,
+    UncertainWriteError,
+    UnsafeUrlError,
+)
 from pipeline.sandbox import run_sandbox
 from tests.conftest import TOKEN
 
@@ -268,7 +277,8 @@ async def test_a_post_whose_connection_failed_before_sending_is_sent_again(small
     with socket.socket() as probe:  # a port nobody listens on yet: connecting is refused
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    options = ClientOptions(backoff_initial_s=0.01, backoff_max_s=0.02, max_retries=500)
+    # Refused until the sandbox starts: keep the circuit breaker from calling the API gone.
+    options = ClientOptions(backoff_initial_s=0.01, backoff_max_s=0.02, max_retries=500, max_connection_failures=10_000)
     async with CallTrackingClient(f"http://127.0.0.1:{port}", TOKEN, options) as client:
         purchase = asyncio.create_task(client.purchase_number("local", display_name="Once"))
         while client.stats.retries == 0 and not purchase.done():  # refused at least once
@@ -290,3 +300,28 @@ async def test_patch_and_delete_are_still_retried(sandbox):
             await client.delete_flow(flow_id)
     methods = [r.method for r in api_requests(sandbox, f"/flows/{flow_id}")]
     assert methods == ["PATCH"] * 3 + ["DELETE"] * 3
+
+
+async def test_a_host_that_never_answers_trips_the_breaker_after_give_up_after_s(sandbox):
+    sandbox.faults.latency_ms = 60_000  # connections open, no answer
+    async with client_for(sandbox, timeout_s=60, give_up_after_s=0.5) as client:
+        with pytest.raises(ApiUnreachableError, match="no answer for"):
+            await asyncio.gather(*(client.list_calls(page=page) for page in (1, 2, 3)))
+        with pytest.raises(ApiUnreachableError):  # and it stays open for the rest of the run
+            await client.list_numbers()
+    assert len(api_requests(sandbox, "/calls")) == 3 and not api_requests(sandbox, "/numbers")
+
+
+async def test_a_request_that_times_out_twice_gives_up_without_spending_every_retry(sandbox):
+    sandbox.faults.latency_ms = 2_000
+    async with client_for(sandbox, timeout_s=0.2, max_retries=6) as client:
+        with pytest.raises(ApiTimeoutError):
+            await client.list_calls()
+    assert len(api_requests(sandbox, "/calls")) == 2
+
+
+async def test_a_refused_connection_trips_the_breaker_after_a_few_tries():
+    async with CallTrackingClient("http://127.0.0.1:9", TOKEN, ClientOptions(**FAST)) as client:
+        with pytest.raises(ApiUnreachableError, match=r"127\.0\.0\.1:9 is unreachable: 4 connection failures"):
+            await client.list_calls()
+        assert client.stats.requests == 4

@@ -617,7 +617,7 @@ async def test_killed_during_downloads_leaves_no_partial_file_and_the_next_run_c
     assert rerun.status == "ok" and rerun.media["temp_files_removed"] >= 1
     assert_recordings_match(settings, data)
     assert not list((settings.media.dir / ".tmp").iterdir())
-    assert rows(settings, "SELECT status FROM runs ORDER BY started_at")[0][0] == "running", "the killed run"
+    assert rows(settings, "SELECT status FROM runs ORDER BY started_at")[0][0] == "interrupted", "the killed run"
 
 
 @pytest.mark.parametrize(
