@@ -179,6 +179,26 @@ async def test_a_signal_mid_backfill_commits_what_is_complete_and_records_the_ru
         assert_same_calls(database, sandbox.data)
 
 
+async def test_a_second_signal_stops_at_once_and_a_rerun_completes(tmp_path):
+    args = ("backfill", "--start", "2026-10-22", "--end", "2026-11-20", "--no-media")
+    async with run_sandbox(data=signal_data(), faults=Faults(latency_ms=40)) as sandbox:
+        write_config(tmp_path, sandbox.base_url, api={"max_concurrency": 2}, sync={"per_page": 10})
+        process = await start_cli(*args, cwd=tmp_path)
+        await wait_until(lambda: sum(r.path.endswith("/calls") for r in sandbox.requests) >= 35, process)
+        # Back to back: the run is still draining the first when the second arrives (or the
+        # loop reads both from its wakeup pipe together, which counts as a second signal too).
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        assert process.returncode == 128 + signal.SIGINT, stderr.decode()
+        assert "SIGINT received as a second signal: stopping at once" in stderr.decode()
+        assert "Traceback" not in stderr.decode()
+
+        rerun = await run_cli(*args, cwd=tmp_path)
+        assert rerun.code == 0, rerun.stderr
+        assert_same_calls(tmp_path / "callsync.duckdb", sandbox.data)
+
+
 async def test_a_run_killed_with_sigkill_shows_as_interrupted_in_status(tmp_path):
     args = ("backfill", "--start", "2026-10-22", "--end", "2026-11-20", "--no-media")
     async with run_sandbox(data=signal_data(), faults=Faults(latency_ms=40)) as sandbox:
