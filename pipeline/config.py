@@ -17,7 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from pipeline.configpath import CONFIG_ENV, DEFAULT_CONFIG_NAME, find_config  # noqa: F401
+from pipeline.configpath import CONFIG_ENV, DEFAULT_CONFIG_NAME, find_config, read_toml  # noqa: F401
 from pipeline.errors import ConfigError
 
 
@@ -189,15 +189,7 @@ def _check_database_backend(config_path: Path, database: DatabaseSettings) -> No
 
 
 def _read_toml(config_path: Path) -> dict:
-    try:
-        with config_path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{config_path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: {_describe_toml_error(config_path, exc)}") from None
+    raw = read_toml(config_path)
     for reserved in ("source", "token"):
         if reserved in raw:
             raise ConfigError(f"{config_path}: {reserved}: unknown key")
@@ -207,22 +199,6 @@ def _read_toml(config_path: Path) -> dict:
             "use token_env or token_file"
         )
     return raw
-
-
-_TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
-_DATE_VALUE = re.compile(r"=\s*\d{4}-\d{1,2}-\d{1,2}\b")
-
-
-def _describe_toml_error(config_path: Path, exc: tomllib.TOMLDecodeError) -> str:
-    """tomllib's message, or "invalid date" when the line holds a date that is not one."""
-    position = _TOML_POSITION.search(str(exc))
-    if position:
-        number = int(position.group(1))
-        lines = config_path.read_text(errors="replace").splitlines()
-        line = lines[number - 1] if 0 < number <= len(lines) else ""
-        if "date" in str(exc).lower() or _DATE_VALUE.search(line):
-            return f"line {number}: invalid date {line.split('=', 1)[-1].strip()!r} (write dates as YYYY-MM-DD)"
-    return f"not valid TOML: {exc}"
 
 
 def _describe_validation_error(config_path: Path, exc: ValidationError) -> str:

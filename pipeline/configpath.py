@@ -8,6 +8,7 @@ second they would spend on nothing). The commands that sync validate every key.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -31,15 +32,7 @@ def find_config(explicit: str | Path | None) -> Path | None:
 
 def database_path(config_path: Path) -> Path:
     """``[database] path`` of the file, resolved against the file's folder."""
-    try:
-        with config_path.open("rb") as handle:
-            raw = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"{config_path}: config file not found") from None
-    except OSError as exc:
-        raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{config_path}: not valid TOML: {exc}") from None
+    raw = read_toml(config_path)
     database = raw.get("database", {})
     if isinstance(database, dict) and set(database) & LAKE_KEYS:
         from pipeline.config import load_settings  # a lake config: the full validation says what is wrong
@@ -50,3 +43,32 @@ def database_path(config_path: Path) -> Path:
         raise ConfigError(f"{config_path}: [database] path: must be a string (got {value!r})")
     path = Path(value).expanduser()
     return path if path.is_absolute() else config_path.parent / path
+
+
+def read_toml(config_path: Path) -> dict:
+    """The file's TOML; a ConfigError naming the file if it cannot be read or parsed."""
+    try:
+        with config_path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"{config_path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path}: cannot read config: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{config_path}: {_describe_toml_error(config_path, exc)}") from None
+
+
+_TOML_POSITION = re.compile(r"\(at line (\d+), column \d+\)")
+_DATE_VALUE = re.compile(r"=\s*\d{4}-\d{1,2}-\d{1,2}\b")
+
+
+def _describe_toml_error(config_path: Path, exc: tomllib.TOMLDecodeError) -> str:
+    """tomllib's message, or "invalid date" when the line holds a date that is not one."""
+    position = _TOML_POSITION.search(str(exc))
+    if position:
+        number = int(position.group(1))
+        lines = config_path.read_text(errors="replace").splitlines()
+        line = lines[number - 1] if 0 < number <= len(lines) else ""
+        if "date" in str(exc).lower() or _DATE_VALUE.search(line):
+            return f"line {number}: invalid date {line.split('=', 1)[-1].strip()!r} (write dates as YYYY-MM-DD)"
+    return f"not valid TOML: {exc}"
