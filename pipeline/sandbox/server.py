@@ -317,6 +317,11 @@ async def get_recording(request: web.Request) -> web.StreamResponse:
     if ctx.faults.redirect_recordings:
         raise web.HTTPFound(_storage_location(ctx, call_id))
     body = ctx.data.recording_bytes(call_id)
+    return await _recording_answer(request, ctx, call_id, body)
+
+
+async def _recording_answer(request: web.Request, ctx: _Context, call_id: str, body: bytes) -> web.StreamResponse:
+    """The recording as either host serves it, unless a fault knob answers instead."""
     answer = await hostile.recording(request, ctx.faults, call_id, body)
     if answer is None:
         answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
@@ -395,12 +400,7 @@ async def storage_recording(request: web.Request) -> web.Response:
     body = ctx.data.recording_bytes(call_id)
     if body is None:
         return web.Response(status=404, text="<Error><Code>NoSuchKey</Code></Error>", content_type="application/xml")
-    answer = await hostile.recording(request, ctx.faults, call_id, body)
-    if answer is None:
-        answer = await broken.recording(request, ctx.faults, ctx.broken_recordings, call_id, body)
-    if answer is not None:
-        return answer
-    return web.Response(body=body, content_type="audio/mpeg")
+    return await _recording_answer(request, ctx, call_id, body)
 
 
 # ----- apps and runner -----
