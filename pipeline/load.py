@@ -80,7 +80,7 @@ def _first_line(message: str) -> str:
 def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
     """Apply sql/migrations/NNN_*.sql in order, each once, recorded in schema_migrations."""
     conn.execute(
-        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name VARCHAR PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL)"
+        f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     )
     applied = {row[0] for row in conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()}
     newly_applied = []

@@ -3,8 +3,14 @@
 --   fetched_transcripts (call_id)                                          transcripts replaced whole
 --   fetched_segments (call_id, segment_index, speaker, text, timestamp)
 --   outcomes (call_id, kind, status, failures, last_error, missing_since, next_attempt_at, done_at, misses)
-INSERT OR REPLACE INTO recordings (call_id, path, size_bytes, sha256, content_type, fetched_at)
-SELECT call_id, path, size_bytes, sha256, content_type, $now FROM fetched_recordings;
+MERGE INTO recordings
+USING fetched_recordings AS fetched
+ON recordings.call_id = fetched.call_id
+WHEN MATCHED THEN UPDATE SET
+    path = fetched.path, size_bytes = fetched.size_bytes, sha256 = fetched.sha256,
+    content_type = fetched.content_type, fetched_at = $now
+WHEN NOT MATCHED THEN INSERT (call_id, path, size_bytes, sha256, content_type, fetched_at)
+    VALUES (fetched.call_id, fetched.path, fetched.size_bytes, fetched.sha256, fetched.content_type, $now);
 
 DELETE FROM transcript_segments WHERE call_id IN (SELECT call_id FROM fetched_transcripts);
 

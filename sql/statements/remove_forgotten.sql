@@ -10,5 +10,6 @@ WHERE record_id IN (SELECT id FROM doomed_calls)
    OR regexp_replace(json_extract_string(raw, '$.caller_number'), '[^0-9]', '', 'g')
       IN (SELECT value FROM forget_values WHERE kind = 'caller_number');
 
-INSERT OR IGNORE INTO tombstones (hash, kind, created_at, run_id)
-SELECT sha256($salt || value), kind, $now, $run_id FROM forget_values;
+INSERT INTO tombstones (hash, kind, created_at, run_id)
+SELECT DISTINCT ON (sha256($salt || value)) sha256($salt || value), kind, $now, $run_id FROM forget_values
+WHERE sha256($salt || value) NOT IN (SELECT hash FROM tombstones);
