@@ -36,7 +36,7 @@ import duckdb
 
 from pipeline.errors import DatabaseLockedError, DiskError, UsageError, command_hint
 from pipeline.sqlfiles import MIGRATIONS_TABLE, sql_dir
-from pipeline.store import FileStore
+from pipeline.store import Store, as_store
 
 _NAME = re.compile(r"[A-Za-z_][\w-]*")
 _PARAM_LINE = re.compile(r"param:\s*(?P<name>\w+)(?:\s*=\s*(?P<default>\S+))?\s*(?P<description>.*)")
@@ -116,10 +116,10 @@ def is_query_name(name_or_sql: str) -> bool:
 # --- running ---------------------------------------------------------------------------
 
 
-def run_query(path: Path | str, name_or_sql: str, params: Mapping[str, str] | None = None) -> tuple[Columns, Rows]:
+def run_query(database: Path | str | Store, name_or_sql: str, params: Mapping[str, str] | None = None) -> tuple[Columns, Rows]:
     """Run a named query or ad-hoc SQL on a read-only connection to the published snapshot."""
     sql, values = resolve(name_or_sql, params or {})
-    with FileStore(path).read_only() as conn:
+    with as_store(database).read_only() as conn:
         return execute(conn, sql, values)
 
 

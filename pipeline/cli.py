@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import click
 
 from pipeline import __version__
-from pipeline.configpath import database_path, find_config
+from pipeline.configpath import find_config, store_for
 from pipeline.errors import CallsyncError, UsageError, command_hint
 from pipeline.logs import fatal_line, json_logs, json_requested, setup_logging
 
@@ -190,7 +190,7 @@ def status(config_path, output_format, database) -> None:
     """When the snapshot was published, last sync, watermark, recent runs, row counts, media."""
     from pipeline import report
 
-    facts = report.status(database or _database_path(config_path))
+    facts = report.status(database or _store(config_path))
     click.echo(json.dumps(facts, indent=2, default=str) if output_format == "json" else report.render_status(facts))
 
 
@@ -255,10 +255,36 @@ def forget(config_path, caller_numbers, call_ids, yes, list_only, log_format, ve
         if not sys.stdin.isatty():
             raise UsageError("forget removes data for good: pass --yes when not on a terminal")
         what = len(caller_numbers) + len(call_ids)
-        click.confirm(f"Erase {what} caller(s)/call(s) from {settings.database.path} and the media folder, for good?",
+        click.confirm(f"Erase {what} caller(s)/call(s) from {settings.database.store().path} and the media folder, for good?",
                       abort=True)
     summary = erasing.forget(settings, list(caller_numbers), list(call_ids))
     click.echo(summary.line())
+
+
+@cli.command()
+@config_option
+@log_options
+def compact(config_path, log_format, verbose) -> None:
+    """A lake's upkeep: merge small files, expire old snapshots, delete files no snapshot needs."""
+    from pipeline.config import load_settings
+
+    setup_logging(log_format, verbose)
+    store = load_settings(config_path).database.store()
+    with store.lock():
+        conn = store.open()
+        try:
+            done = store.compact(conn)
+        finally:
+            conn.close()
+    if "note" in done:
+        click.echo(f"nothing to do: {done['note']}")
+        return
+    per_table = ", ".join(f"{table} {files}" for table, files in done["files_per_table"].items() if files)
+    click.echo(
+        f"compacted {store.path}: {done['files_before']} -> {done['files_after']} data files ({per_table}),"
+        f" {done['snapshots_expired']} snapshots expired, {done['files_removed']} old files"
+        f" and {done['orphans_removed']} orphans removed"
+    )
 
 
 @cli.command()
@@ -352,8 +378,7 @@ def query(name_or_sql, params, output_format, list_only, database, wait_s, confi
         return
     if not name_or_sql:
         raise UsageError(f"give a query NAME or SQL (see `{command_hint('query --list')}`)")
-    path = database or _database_path(config_path)
-    columns, rows = analytics.run_query(path, name_or_sql, analytics.parse_params(params))
+    columns, rows = analytics.run_query(database or _store(config_path), name_or_sql, analytics.parse_params(params))
     if output_format == "csv":
         click.echo(analytics.to_csv(columns, rows), nl=False)
     elif output_format == "json":
@@ -685,11 +710,11 @@ def _note(text: str, output_format: str) -> None:
         click.echo(f"callsync: note: {text}", err=True)
 
 
-def _database_path(config_path: str | None) -> Path:
+def _store(config_path: str | None):
     found = find_config(config_path)
     if found is None:
         raise UsageError("which database? pass --database FILE, or --config FILE (or set $CALLSYNC_CONFIG)")
-    return database_path(found)
+    return store_for(found)
 
 
 def _describe_queries(queries: list) -> str:

@@ -80,12 +80,16 @@ class DatabaseSettings(_Section):
     # DuckDB's own limit for the writing connection, e.g. "512MB"; None leaves DuckDB's
     # default (80% of RAM). Each commit must fit within it.
     memory_limit: str | None = None
-    # Used by the lake backend (#18, in progress; until it lands, a config that sets lake_catalog
-    # is refused): a DuckLake catalog ("postgres:<libpq conninfo>" or "sqlite:<file>") instead of
-    # `path`, its Parquet files on a folder or s3://, and the account's schema in it.
+    # The lake backend (see README "Scaling out"): a DuckLake catalog ("postgres:<libpq conninfo>"
+    # or "sqlite:<file>") instead of `path`, its Parquet files on a folder or s3://, and the
+    # account's schema in it.
     lake_catalog: str | None = None
     lake_data_path: str | None = None
     schema_name: str = Field("main", alias="schema")
+    lake_s3_endpoint: str | None = None  # an S3-compatible server, http[s]://host:port (default: AWS)
+    lake_keep_snapshots_days: int = Field(7, ge=0)  # compact expires snapshots older than this
+    lake_lease_s: float = Field(120.0, ge=1)  # a killed run's lease on its schema stops blocking after this
+    lake_orphans_after_s: float = Field(3600.0, ge=0)  # compact deletes unnamed files once this old
 
     @field_validator("schema_name")
     @classmethod
@@ -95,6 +99,27 @@ class DatabaseSettings(_Section):
         return value
     # Publish the snapshot at `path` at most this often during a long run (and always at its end).
     publish_interval_s: float = Field(60.0, gt=0)
+
+    @field_validator("lake_s3_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise ValueError("must be http://host:port or https://host:port")
+        return value
+
+    def store(self):
+        """Where the data lives: a DuckDB file (pipeline.store) or a lake schema (pipeline.lake)."""
+        if self.lake_catalog is None:
+            from pipeline.store import FileStore
+
+            return FileStore(self.path)
+        from pipeline.lake import LakeStore
+
+        return LakeStore(
+            self.lake_catalog, self.lake_data_path, self.schema_name, s3_endpoint=self.lake_s3_endpoint,
+            keep_snapshots_days=self.lake_keep_snapshots_days, lease_s=self.lake_lease_s,
+            orphans_after_s=self.lake_orphans_after_s,
+        )
 
     @field_validator("memory_limit")
     @classmethod
@@ -130,6 +155,8 @@ class Settings(_Section):
 
     def require_database_folder(self) -> None:
         """The database's folder must exist (a typo in [database] path is not a new folder)."""
+        if self.database.lake_catalog is not None:
+            return
         path, where = self.database.path, f"{self.source or 'config'}: [database] path"
         if not path.parent.is_dir():
             what = "is not a folder" if path.parent.exists() else "does not exist"
@@ -169,7 +196,8 @@ def _check_database_backend(config_path: Path, database: DatabaseSettings) -> No
     """A DuckDB file or a lake, never both. Messages never repeat lake_catalog: it may hold a secret."""
     where = f"{config_path}: [database]"
     if database.lake_catalog is None:
-        for key in ("lake_data_path", "schema_name"):
+        lake_keys = [key for key in DatabaseSettings.model_fields if key.startswith("lake_") or key == "schema_name"]
+        for key in lake_keys:
             if key in database.model_fields_set:
                 name = DatabaseSettings.model_fields[key].alias or key
                 raise ConfigError(f"{where} {name}: only used with lake_catalog (the lake backend)")
@@ -185,7 +213,6 @@ def _check_database_backend(config_path: Path, database: DatabaseSettings) -> No
         )
     if database.lake_data_path is None:
         raise ConfigError(f"{where} lake_data_path: required with lake_catalog (a folder or s3://bucket/prefix/)")
-    raise ConfigError(f"{where} lake_catalog: the lake backend is not available in this version yet")
 
 
 def _read_toml(config_path: Path) -> dict:
@@ -249,10 +276,20 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
     return settings.model_copy(
         update={
             "api": settings.api.model_copy(update={"token_file": resolve(settings.api.token_file)}),
-            "database": settings.database.model_copy(update={"path": resolve(settings.database.path)}),
+            "database": settings.database.model_copy(update=_resolved_database(settings.database, resolve)),
             "media": settings.media.model_copy(update={"dir": resolve(settings.media.dir)}),
         }
     )
+
+
+def _resolved_database(database: DatabaseSettings, resolve) -> dict:
+    """The file's path; or a lake's local folder and SQLite catalog, against the config's folder."""
+    update: dict = {"path": resolve(database.path)}
+    if database.lake_data_path is not None and "://" not in database.lake_data_path:
+        update["lake_data_path"] = str(resolve(Path(database.lake_data_path))).rstrip("/") + "/"
+    if database.lake_catalog is not None and database.lake_catalog.startswith("sqlite:"):
+        update["lake_catalog"] = "sqlite:" + str(resolve(Path(database.lake_catalog.removeprefix("sqlite:"))))
+    return update
 
 
 def _with_token(settings: Settings) -> Settings:

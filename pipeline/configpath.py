@@ -2,7 +2,8 @@
 
 `callsync query` and `status` only read `[database] path`: they take it from the TOML
 here, without the validation of pipeline.config (which loads pydantic, a tenth of a
-second they would spend on nothing). The commands that sync validate every key.
+second they would spend on nothing). The commands that sync validate every key, and
+so does a lake's config (it needs them all).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from pipeline.errors import ConfigError
 DEFAULT_CONFIG_NAME = "callsync.toml"
 CONFIG_ENV = "CALLSYNC_CONFIG"
 DEFAULT_DATABASE = "callsync.duckdb"
-LAKE_KEYS = {"lake_catalog", "lake_data_path", "schema"}
 
 
 def find_config(explicit: str | Path | None) -> Path | None:
@@ -30,14 +30,22 @@ def find_config(explicit: str | Path | None) -> Path | None:
     return default if default.exists() else None
 
 
+def store_for(config_path: Path):
+    """The store the config names: its DuckDB file, or (fully validated) its lake schema."""
+    database = read_toml(config_path).get("database", {})
+    if isinstance(database, dict) and any(key.startswith("lake_") or key == "schema" for key in database):
+        from pipeline.config import load_settings  # a lake needs its extensions and more keys anyway
+
+        return load_settings(config_path).database.store()
+    from pipeline.store import FileStore
+
+    return FileStore(database_path(config_path))
+
+
 def database_path(config_path: Path) -> Path:
     """``[database] path`` of the file, resolved against the file's folder."""
     raw = read_toml(config_path)
     database = raw.get("database", {})
-    if isinstance(database, dict) and set(database) & LAKE_KEYS:
-        from pipeline.config import load_settings  # a lake config: the full validation says what is wrong
-
-        return load_settings(config_path).database.path
     value = database.get("path", DEFAULT_DATABASE) if isinstance(database, dict) else None
     if not isinstance(value, str):
         raise ConfigError(f"{config_path}: [database] path: must be a string (got {value!r})")

@@ -22,10 +22,9 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -34,13 +33,13 @@ import duckdb
 import pyarrow as pa
 
 from pipeline import load
-from pipeline.errors import DiskError, MediaError
+from pipeline.errors import MediaError
 from pipeline.extract import Window
 from pipeline.mediafiles import MediaFolder, disk_error
 
 if TYPE_CHECKING:
     from pipeline.config import Settings
-    from pipeline.store import FileStore
+    from pipeline.store import Store
     from pipeline.sync import RunPlan
 
 log = logging.getLogger("callsync.erasure")
@@ -51,7 +50,6 @@ REWRITE_KEY = "rewrite_pending"  # since: rows with personal data were removed, 
 REWRITE_AT_ONCE = "forget"  # the value of REWRITE_KEY after `callsync forget`: no waiting for the interval
 LAST_REWRITE_KEY = "last_rewrite"
 REWRITE_INTERVAL = timedelta(days=1)
-REWRITE_SUFFIX = ".rewrite-tmp"
 _NOT_DIGITS = re.compile(r"[^0-9]")
 
 
@@ -356,52 +354,13 @@ def rewrite_due(conn: duckdb.DuckDBPyConnection) -> bool:
     return pending == REWRITE_AT_ONCE or not recent
 
 
-def rewrite_database(store: FileStore) -> None:
-    """Rewrite the working database and publish it (under the run lock, with no connection
-    open): COPY FROM DATABASE into a temp file beside it, flushed, renamed over it. The
-    copy holds no freed block, so no byte of erased rows; the snapshot published from it
-    neither, and the publish deletes the older snapshots."""
-    working = store.working
-    temp = working.with_name(working.name + REWRITE_SUFFIX)
-    temp.unlink(missing_ok=True)
-    conn = store.open()
-    try:
-        _copy_into(conn, temp)
-    except duckdb.Error as exc:
-        temp.unlink(missing_ok=True)
-        raise DiskError(f"{working}: could not rewrite the database: {str(exc).strip().splitlines()[0]}") from None
-    finally:
-        conn.close()
-    try:
-        with temp.open("rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temp, working)
-        directory = os.open(working.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise DiskError(f"{working}: could not rewrite the database: {exc.strerror}") from None
-    conn = store.open()
-    try:
-        store.publish(conn)
-    finally:
-        conn.close()
-    log.info("rewrote %s and published it", working, extra={"event": "database_rewritten"})
+def rewrite_database(store: Store) -> None:
+    """Rewrite the store so that no byte of erased rows is left (under the run lock, with no
+    connection open), and publish the result: see ``Store.rewrite``."""
+    store.rewrite(_record_rewrite)
+    log.info("rewrote %s and published it", store.path, extra={"event": "database_rewritten"})
 
 
-def _copy_into(conn: duckdb.DuckDBPyConnection, temp: Path) -> None:
-    """Everything of the open database into a new file; the copy says it is rewritten."""
-    name = conn.execute("SELECT current_database()").fetchall()[0][0]
-    conn.execute("CHECKPOINT")
-    conn.execute("ATTACH ? AS rewritten", [str(temp)])
-    try:
-        conn.execute(f'COPY FROM DATABASE "{name}" TO rewritten')
-        conn.execute("USE rewritten")
-        load.run_sql(conn, "delete_state", key=REWRITE_KEY)
-        load.set_state(conn, LAST_REWRITE_KEY, load.utcnow().isoformat())
-    finally:
-        conn.execute(f'USE "{name}"')
-        conn.execute("DETACH rewritten")
+def _record_rewrite(conn: duckdb.DuckDBPyConnection) -> None:
+    load.run_sql(conn, "delete_state", key=REWRITE_KEY)
+    load.set_state(conn, LAST_REWRITE_KEY, load.utcnow().isoformat())

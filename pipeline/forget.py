@@ -19,7 +19,6 @@ import pyarrow as pa
 from pipeline import erasure, load
 from pipeline.config import Settings
 from pipeline.errors import DiskError, UsageError
-from pipeline.store import FileStore
 from pipeline.mediafiles import MediaFolder
 from pipeline.sync import new_run_id
 
@@ -64,10 +63,9 @@ def forget_values(caller_numbers: list[str], call_ids: list[str]) -> list[tuple[
 def forget(settings: Settings, caller_numbers: list[str], call_ids: list[str]) -> ForgetSummary:
     values = forget_values(caller_numbers, call_ids)
     summary = ForgetSummary(new_run_id())
-    path = settings.database.path
-    if not path.exists():
-        raise DiskError(f"{path}: database does not exist yet (nothing to forget)")
-    store = FileStore(path)
+    store = settings.database.store()
+    if not store.is_published():
+        raise DiskError(f"{store.path}: database does not exist yet (nothing to forget)")
     with store.lock():
         conn = store.open()
         try:
@@ -120,6 +118,8 @@ def _empty_media_temp(media_dir: Path) -> int:
 
 
 def list_tombstones(settings: Settings) -> list[tuple]:
-    with FileStore(settings.database.path).read_only() as conn:
-        tables = {row[0] for row in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    with settings.database.store().read_only() as conn:
+        tables = {row[0] for row in conn.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = current_schema()"
+        ).fetchall()}
         return load.run_sql(conn, "list_tombstones").fetchall() if "tombstones" in tables else []

@@ -27,7 +27,7 @@ from pipeline import clock, erasure
 from pipeline.errors import DatabaseLockedError, DatabaseMemoryError, DiskError
 from pipeline.columns import CALL_SCHEMA, last_row_per_id
 from pipeline.sqlfiles import MIGRATIONS_TABLE, _statements, read_sql, run_sql, split_statements, sql_dir  # noqa: F401
-from pipeline.store import FileStore, Published, Store, transaction  # noqa: F401
+from pipeline.store import FileStore, Published, Store, is_out_of_memory, transaction  # noqa: F401
 
 T = TypeVar("T")
 log = logging.getLogger("callsync.load")
@@ -77,14 +77,17 @@ def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else message
 
 
-def apply_migrations(conn: duckdb.DuckDBPyConnection) -> list[str]:
-    """Apply sql/migrations/NNN_*.sql in order, each once, recorded in schema_migrations."""
+def apply_migrations(conn: duckdb.DuckDBPyConnection, *, through: str | None = None) -> list[str]:
+    """Apply sql/migrations/NNN_*.sql in order, each once, recorded in schema_migrations
+    (``through``: only up to that migration)."""
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (name VARCHAR NOT NULL, applied_at TIMESTAMPTZ NOT NULL)"
     )
     applied = {row[0] for row in conn.execute(f"SELECT name FROM {MIGRATIONS_TABLE}").fetchall()}
     newly_applied = []
     for migration in sorted((sql_dir() / "migrations").glob("*.sql")):
+        if through is not None and migration.stem > through:
+            break
         if migration.stem in applied:
             continue
         conn.execute("BEGIN TRANSACTION")
@@ -439,6 +442,7 @@ class Writer:
         the held connection, opening it first if needed; then checkpoint or publish if due."""
         results: list[tuple[bool, Any]] = []
         try:
+            self.store.check_lock()  # a lake's lease still ours (pipeline.lease)
             for run in _consecutive_runs(works):  # the connection is asked for each time: a publish renews it
                 results.extend(
                     self._run_windows(self._connection(), run)
@@ -459,7 +463,7 @@ class Writer:
             self._open()
             # Nothing published yet (a first run): publish after the first group, so that
             # analysts and `callsync query` have a database from the start.
-            published = self.store.path.exists()
+            published = self.store.is_published()
             self._published_at = time.monotonic() - (0 if published else self.publish_interval_s)
         return self._conn
 
@@ -479,9 +483,10 @@ class Writer:
 
     def _checkpoint(self) -> None:
         self._skip_vacuum_if_big()
-        self._conn.execute("CHECKPOINT")
+        self.store.checkpoint(self._conn)
         self._rows_unchecked = 0
-        self._shed_cache()
+        if self.store.renews_connections:
+            self._shed_cache()
 
     def _shed_cache(self) -> None:
         """A fresh connection to the same working database. DuckDB keeps what it has read
@@ -497,7 +502,7 @@ class Writer:
         self._skip_vacuum_if_big()
         published = self.store.publish(conn, rewrite=rewrite)
         self._rows_unchecked = 0
-        if renew:
+        if renew and self.store.renews_connections:
             self._shed_cache()
         self._published_at = time.monotonic()
         self.published.append(published)
@@ -559,9 +564,7 @@ def _as_store_error(exc: BaseException) -> BaseException:
         return exc
     if isinstance(exc, (duckdb.IOException, OSError)):
         return DiskError(f"database write failed: {_first_line(str(exc))}")
-    if isinstance(exc, duckdb.OutOfMemoryException) or (
-        isinstance(exc, duckdb.Error) and "could not allocate" in str(exc)  # e.g. on COMMIT
-    ):
+    if isinstance(exc, duckdb.OutOfMemoryException) or is_out_of_memory(exc):
         return DatabaseMemoryError(
             f"database ran out of memory: {_first_line(str(exc))} (raise [database] memory_limit)"
         )

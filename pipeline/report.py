@@ -3,8 +3,7 @@ how it stands beside the working database (when published, how far behind, sizes
 
 from __future__ import annotations
 
-import fcntl
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
@@ -12,66 +11,35 @@ import duckdb
 
 from pipeline import clock
 from pipeline.sqlfiles import run_sql
-from pipeline.store import FileStore
+from pipeline.store import Store, as_store
 
 WATERMARK_KEY = "watermark"  # pipeline.state.WATERMARK_KEY, without importing the sync's modules
 
 
-def status(database_path: Path) -> dict[str, Any]:
-    store = FileStore(database_path)
+def status(database: Path | str | Store) -> dict[str, Any]:
+    store = as_store(database)
     with store.read_only() as conn:
         watermark = run_sql(conn, "get_state", key=WATERMARK_KEY).fetchone()
         facts = {
-            "database": str(database_path),
+            "database": str(store.path),
             "watermark": watermark[0] if watermark else None,
             "last_sync": run_sql(conn, "status_last_sync").fetchone()[0],
-            "runs": _died_runs_shown_interrupted(_rows(run_sql(conn, "status_runs")), database_path),
+            "runs": _rows(run_sql(conn, "status_runs")),
             "counts": dict(run_sql(conn, "status_counts").fetchall()),
             "media": _media_counts(conn),
             "media_oldest_pending": _oldest_pending(conn),
         }
-    facts["snapshot"] = _snapshot(store.sizes())
+        facts.update(store.describe(conn))  # "snapshot" for a file, "lake" for a lake
+    facts["runs"] = _died_runs_shown_interrupted(facts["runs"], store)
     return facts
 
 
-def _snapshot(sizes: dict[str, Any]) -> dict[str, Any]:
-    published, changed = sizes["published_at"], sizes["working_changed_at"]
-    behind = max(0.0, changed - published) if published is not None and changed is not None else None
-    return {
-        "published_at": _utc(published),
-        "published_bytes": sizes["published_bytes"],
-        "working": sizes["working"],
-        "working_bytes": sizes["working_bytes"],
-        "working_changed_at": _utc(changed),
-        "behind_s": behind,
-        "free_bytes": sizes["free_bytes"],
-    }
-
-
-def _utc(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
-
-
-def _died_runs_shown_interrupted(runs: list[dict[str, Any]], database_path: Path) -> list[dict[str, Any]]:
+def _died_runs_shown_interrupted(runs: list[dict[str, Any]], store: Store) -> list[dict[str, Any]]:
     """A run still `running` while nobody holds the lock died (kill -9, power loss): the next
     run records it as interrupted; until then, status says so."""
-    if not any(run["status"] == "running" for run in runs) or not _lock_is_free(database_path):
+    if not any(run["status"] == "running" for run in runs) or store.is_locked():
         return runs
     return [run | {"status": "interrupted"} if run["status"] == "running" else run for run in runs]
-
-
-def _lock_is_free(database_path: Path) -> bool:
-    """Whether no run holds ``<database>.lock`` (pipeline.state.RunLock), checked here
-    without importing the sync's modules, so that status starts fast."""
-    try:
-        with Path(str(database_path) + ".lock").open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(handle, fcntl.LOCK_UN)
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True  # no lock file can be made there: no run can hold it either
-    return True
 
 
 def _media_counts(conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
@@ -117,7 +85,7 @@ def _rows(relation: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 def render_status(facts: dict[str, Any]) -> str:
     lines = [
         f"database:   {facts['database']}",
-        *_snapshot_lines(facts["snapshot"]),
+        *(_lake_lines(facts["lake"]) if "lake" in facts else _snapshot_lines(facts["snapshot"])),
         f"watermark:  {facts['watermark'] + ' (the last fully synced day)' if facts['watermark'] else 'none (no sync yet)'}",
         f"last sync:  {facts['last_sync'] or 'never'}",
         "rows:       " + ", ".join(f"{table} {count}" for table, count in facts["counts"].items()),
@@ -159,6 +127,15 @@ def _snapshot_lines(snapshot: dict[str, Any]) -> list[str]:
         f"published:  {published:%Y-%m-%d %H:%M:%S}Z, {behind}",
         f"sizes:      snapshot {_mb(snapshot['published_bytes'])}, working database {_mb(snapshot['working_bytes'])}"
         + (f", {_mb(free)} free (publishing needs about the working database's size)" if free is not None else ""),
+    ]
+
+
+def _lake_lines(lake: dict[str, Any]) -> list[str]:
+    snapshot = f"snapshot {lake['snapshot_id']} of {lake['snapshot_at']:%Y-%m-%d %H:%M:%S}Z" if lake["snapshot_at"] else "none"
+    return [
+        f"lake:       {snapshot}, {lake['data_files']} data files ({_mb(lake['data_bytes'])}) in {lake['data_path']}",
+        "attach:     read it from the duckdb CLI or Python (read-only, any machine):",
+        *(f"  {statement}" for statement in lake["attach"]),
     ]
 
 

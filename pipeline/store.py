@@ -4,7 +4,7 @@ A run talks to a ``Store``: ``lock()`` (one run at a time), ``open()`` (the
 read-write connection the run holds from start to end), ``transaction(conn)``
 and ``publish(conn)`` (make what is committed visible to analysts). Readers
 (``callsync query``, ``status``) use ``read_only()``. The SQL in sql/ is the same
-whatever the store; a DuckLake store would implement these five and nothing else.
+whatever the store: ``FileStore`` here, ``pipeline.lake.LakeStore`` for a DuckLake.
 
 ``FileStore`` is one DuckDB file. ``[database] path`` is what analysts,
 dashboards and `callsync query` open: a symlink to the newest *published
@@ -37,8 +37,9 @@ import shutil
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import ContextManager, Iterator, Protocol
+from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import duckdb
 
@@ -46,7 +47,8 @@ from pipeline.errors import CallsyncError, DatabaseLockedError, DatabaseMemoryEr
 
 WORKING_DIR = ".callsync"
 PUBLISH_PREFIX = ".callsync-publish-"  # the new symlink, in path's folder, before its rename
-SNAPSHOT_INFIX = ".snapshot-"  # .callsync/<name>.snapshot-<hex time>
+SNAPSHOT_INFIX = ".snapshot-"
+REWRITE_SUFFIX = ".rewrite-tmp"  # the working database's rewrite, before its rename  # .callsync/<name>.snapshot-<hex time>
 FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
 _COPY_CHUNK = 1 << 30
 
@@ -55,24 +57,46 @@ _COPY_CHUNK = 1 << 30
 class Published:
     """What one publish did: the snapshot's size, how long it took, how it was copied."""
 
-    path: Path
+    path: Path | str
     bytes: int
     seconds: float
-    method: str  # reflink, copy_file_range, copy, rewrite
+    method: str  # reflink, copy_file_range, copy, rewrite; a lake's: commit, purge
 
 
 class Store(Protocol):
-    path: Path
+    path: Path | str  # what messages call it
+    renews_connections: bool  # whether the writer reopens its connection after a checkpoint
 
     def lock(self) -> ContextManager[object]: ...
+
+    def check_lock(self) -> None:
+        """Raise if this run may no longer write (a lake's lease was lost)."""
 
     def open(self) -> duckdb.DuckDBPyConnection: ...
 
     def transaction(self, conn: duckdb.DuckDBPyConnection) -> ContextManager[None]: ...
 
+    def checkpoint(self, conn: duckdb.DuckDBPyConnection) -> None: ...
+
+    def is_published(self) -> bool: ...
+
     def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published: ...
 
+    def rewrite(self, then: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """After an erasure, with no connection open: no byte of erased rows is left;
+        ``then(conn)`` runs on the result, in its transaction."""
+
+    def after_run(self) -> dict[str, Any] | None:
+        """Upkeep once a run's writer has closed, under the lock (a lake compacts)."""
+
+    def compact(self, conn: duckdb.DuckDBPyConnection) -> dict[str, Any]: ...
+
     def read_only(self) -> ContextManager[duckdb.DuckDBPyConnection]: ...
+
+    def is_locked(self) -> bool: ...
+
+    def describe(self, conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        """For `callsync status`: where the data is and how fresh."""
 
 
 @contextmanager
@@ -89,6 +113,8 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 class FileStore:
     """A DuckDB working file that callsync alone opens, published as ``path``."""
 
+    renews_connections = True  # see load.Writer: a connection held for a whole run grew with the table
+
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.working = self.path.parent / WORKING_DIR / self.path.name
@@ -98,8 +124,70 @@ class FileStore:
 
         return RunLock(self.path)
 
+    def check_lock(self) -> None:
+        """The lock file's flock lasts as long as the process: nothing to check."""
+
+    def is_locked(self) -> bool:
+        return not lock_is_free(self.path)
+
     def transaction(self, conn: duckdb.DuckDBPyConnection) -> ContextManager[None]:
         return transaction(conn)
+
+    def checkpoint(self, conn: duckdb.DuckDBPyConnection) -> None:
+        conn.execute("CHECKPOINT")
+
+    def is_published(self) -> bool:
+        return self.path.exists()
+
+    def after_run(self) -> None:
+        return None
+
+    def rewrite(self, then: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+        """COPY FROM DATABASE into a temp file beside the working database, flushed, renamed over
+        it, and published. The copy holds no freed block, so no byte of erased rows; the snapshot
+        published from it neither, and the publish deletes the older snapshots."""
+        temp = self.working.with_name(self.working.name + REWRITE_SUFFIX)
+        _remove(temp)
+        conn = self.open()
+        try:
+            _copy_database_into(conn, temp, then)
+        except duckdb.Error as exc:
+            _remove(temp)
+            raise DiskError(f"{self.working}: could not rewrite the database: {_first_line(exc)}") from None
+        finally:
+            conn.close()
+        try:
+            _fsync_file(temp)
+            os.replace(temp, self.working)
+            _fsync_dir(self.working.parent)
+        except OSError as exc:
+            _remove(temp)
+            raise DiskError(f"{self.working}: could not rewrite the database: {exc.strerror}") from None
+        conn = self.open()
+        try:
+            self.publish(conn)
+        finally:
+            conn.close()
+
+    def compact(self, conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        return {"note": "a DuckDB file needs no compaction (compact is for a lake)"}
+
+    def describe(self, conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        """When the snapshot was published, how far the working database is ahead, sizes."""
+        sizes = self.sizes()
+        published, changed = sizes["published_at"], sizes["working_changed_at"]
+        behind = max(0.0, changed - published) if published is not None and changed is not None else None
+        return {
+            "snapshot": {
+                "published_at": _utc(published),
+                "published_bytes": sizes["published_bytes"],
+                "working": sizes["working"],
+                "working_bytes": sizes["working_bytes"],
+                "working_changed_at": _utc(changed),
+                "behind_s": behind,
+                "free_bytes": sizes["free_bytes"],
+            }
+        }
 
     def open(self) -> duckdb.DuckDBPyConnection:
         """The working database, read-write; call under ``lock()``. Removes what a killed
@@ -230,6 +318,49 @@ class FileStore:
         }
 
 
+def _utc(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, timezone.utc)
+
+
+def as_store(database: Path | str | Store) -> Store:
+    """A store as given, or the DuckDB file at a path (e.g. `--database FILE`)."""
+    return FileStore(database) if isinstance(database, (str, Path)) else database
+
+
+def lock_is_free(database_path: Path) -> bool:
+    """Whether no run holds ``<database>.lock`` (pipeline.state.RunLock), checked here
+    without importing the sync's modules, so that status starts fast."""
+    try:
+        with Path(str(database_path) + ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # no lock file can be made there: no run can hold it either
+    return True
+
+
+def _copy_database_into(conn: duckdb.DuckDBPyConnection, temp: Path, then: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    """Everything of the open database into a new file; ``then(conn)`` runs on the copy."""
+    name = conn.execute("SELECT current_database()").fetchall()[0][0]
+    conn.execute("CHECKPOINT")
+    conn.execute("ATTACH ? AS rewritten", [str(temp)])
+    try:
+        conn.execute(f'COPY FROM DATABASE "{name}" TO rewritten')
+        conn.execute("USE rewritten")
+        with transaction(conn):
+            then(conn)
+    finally:
+        conn.execute(f'USE "{name}"')
+        conn.execute("DETACH rewritten")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """DuckDB's memory_limit reached, whatever the exception's class (on COMMIT, in a checkpoint)."""
+    return isinstance(exc, duckdb.Error) and any(words in str(exc) for words in ("could not allocate", "failed to pin block"))
+
+
 def _rewrite_into(conn: duckdb.DuckDBPyConnection, temp: Path) -> None:
     source = conn.execute("SELECT current_database()").fetchone()[0]
     _remove(temp)
@@ -309,7 +440,7 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _publish_error(path: Path, working: Path, exc: BaseException) -> CallsyncError:
-    if isinstance(exc, duckdb.OutOfMemoryException) or "could not allocate" in str(exc):
+    if isinstance(exc, duckdb.OutOfMemoryException) or is_out_of_memory(exc):
         return DatabaseMemoryError(
             f"database ran out of memory: {_first_line(exc)} (raise [database] memory_limit);"
             f" {path.name} still holds the previous snapshot"

@@ -37,7 +37,7 @@ from pipeline.errors import (
 from pipeline.interrupt import StopSignals
 from pipeline.extract import CallFilters, FetchedWindow, Window, WindowFetcher, page_size
 from pipeline.load import WindowBatch, Writer
-from pipeline.store import FileStore
+from pipeline.store import Store
 from pipeline.windowing import WindowPlanner
 
 log = logging.getLogger("callsync.sync")
@@ -372,7 +372,7 @@ async def _recorded_run(
     client = client_for(settings)
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
-    store = FileStore(settings.database.path)
+    store = settings.database.store()
     rewrite = False
     with store.lock(), _kept_error_of(summary):
         writer = Writer(
@@ -409,7 +409,19 @@ async def _recorded_run(
                 rewrite = await _rewrite_due(writer)
         if rewrite:  # the writer closed the working database: under the lock still
             await _rewrite(store)
+        await _after_run(store)
     return summary
+
+
+async def _after_run(store: Store) -> None:
+    """The store's upkeep (a lake compacts past a number of files); what fails is logged."""
+    try:
+        done = await asyncio.to_thread(store.after_run)
+    except CallsyncError as exc:  # the run's data is committed; `callsync compact` can do it later
+        log.error("upkeep after the run failed: %s", exc)
+        return
+    if done:
+        log.info("compacted %s: %s", store.path, done, extra={"event": "compacted"})
 
 
 async def _rewrite_due(writer: Writer) -> bool:
@@ -419,7 +431,7 @@ async def _rewrite_due(writer: Writer) -> bool:
         return False
 
 
-async def _rewrite(store: FileStore) -> None:
+async def _rewrite(store: Store) -> None:
     """Removed personal data leaves the files' freed blocks at the latest a day later (see erasure)."""
     try:
         await asyncio.to_thread(erasure.rewrite_database, store)

@@ -38,7 +38,7 @@ async def sandbox(small_data: SandboxData, faults: Faults):
 
 
 def write_config(directory: Path, base_url: str, **sections: dict[str, Any]) -> Path:
-    """A callsync.toml pointing at base_url; ``sections`` override keys per table."""
+    """A callsync.toml pointing at base_url; ``sections`` override keys per table (None drops one)."""
     tables: dict[str, dict[str, Any]] = {
         "api": {"base_url": base_url, "backoff_initial_s": 0.01, "backoff_max_s": 0.2},
         "database": {"path": "callsync.duckdb"},
@@ -49,7 +49,7 @@ def write_config(directory: Path, base_url: str, **sections: dict[str, Any]) -> 
     lines = []
     for name, values in tables.items():
         lines.append(f"[{name}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
+        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items() if value is not None)
     path = directory / "callsync.toml"
     path.write_text("\n".join(lines) + "\n")
     return path

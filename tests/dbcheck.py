@@ -13,9 +13,13 @@ CALL_FIELDS = (
 ).split()
 
 
-def stored_calls(database: Path) -> dict[str, dict]:
-    with duckdb.connect(str(database), read_only=True) as conn:
-        rows = conn.execute(f"SELECT {', '.join(CALL_FIELDS)} FROM calls").fetchall()
+def stored_calls(database: Path | duckdb.DuckDBPyConnection) -> dict[str, dict]:
+    """The calls of a DuckDB file, or of the tables a connection reads by default (a lake's schema)."""
+    if isinstance(database, duckdb.DuckDBPyConnection):
+        rows = database.execute(f"SELECT {', '.join(CALL_FIELDS)} FROM calls").fetchall()
+    else:
+        with duckdb.connect(str(database), read_only=True) as conn:
+            rows = conn.execute(f"SELECT {', '.join(CALL_FIELDS)} FROM calls").fetchall()
     calls = {}
     for row in rows:
         call = dict(zip(CALL_FIELDS, row))
@@ -29,7 +33,7 @@ def sandbox_calls(data, start: date | None = None, end: date | None = None) -> d
     return {call["id"]: {field: call[field] for field in CALL_FIELDS} for call in data.calls_between(start, end)}
 
 
-def assert_same_calls(database: Path, data, start: date | None = None, end: date | None = None) -> None:
+def assert_same_calls(database: Path | duckdb.DuckDBPyConnection, data, start: date | None = None, end: date | None = None) -> None:
     stored, expected = stored_calls(database), sandbox_calls(data, start, end)
     missing, extra = expected.keys() - stored.keys(), stored.keys() - expected.keys()
     assert not missing and not extra, f"{len(missing)} missing, {len(extra)} extra"

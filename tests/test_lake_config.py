@@ -1,4 +1,4 @@
-"""[database] keys of the lake backend (#18, in progress): validated now, refused until it lands."""
+"""[database] keys of the lake backend (#18): validated before anything connects."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.errors import ConfigError
-from tests.conftest import REPO, run_cli
+from pipeline.lake import LakeStore
+from tests.conftest import REPO
 
 LAKE = '[database]\nlake_catalog = "postgres:dbname=lake host=db.internal user=callsync"\n'
 DATA = 'lake_data_path = "s3://acme-lake/callsync/"\n'
@@ -52,21 +53,29 @@ def test_a_catalog_password_is_refused_and_never_repeated(tmp_path, catalog):
     assert "hunter2" not in str(raised.value)
 
 
-@pytest.mark.parametrize("command", [["sync"], ["backfill", "--start", "2026-01-01", "--end", "2026-01-02"], ["query", "daily_calls"], ["status"]])
-async def test_a_lake_config_exits_2_until_the_lake_backend_lands(tmp_path, command):
-    (tmp_path / "callsync.toml").write_text(LAKE + DATA + 'schema = "brand_a"\n')
-    result = await run_cli(*command, cwd=tmp_path)
-    assert result.code == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "[database] lake_catalog: the lake backend is not available in this version yet" in lines[0]
-    assert not list(tmp_path.glob("*.duckdb")), "nothing may be written"
-
-
-def test_the_example_configs_lake_keys_uncommented_are_refused_until_the_backend_lands(tmp_path):
+def test_the_example_configs_lake_keys_uncommented_name_a_lake_store(tmp_path):
     text = (REPO / "config.example.toml").read_text()
-    lake = re.sub(r"(?m)^# ?((lake_[a-z_]+|schema) = )", r"\1", text)
+    lake = re.sub(r"(?m)^# ?((lake_[a-z_0-9]+|schema) = )", r"\1", text)
     lake = re.sub(r"(?m)^path = ", "# path = ", lake)
     (tmp_path / "callsync.toml").write_text(lake)
-    with pytest.raises(ConfigError, match="the lake backend is not available in this version yet"):
+    store = load_settings(tmp_path / "callsync.toml").database.store()
+    assert isinstance(store, LakeStore)
+    assert (store.catalog, store.data_path, store.schema) == (
+        "postgres:dbname=lake host=db.internal user=callsync", "s3://acme-lake/callsync/", "main"
+    )
+    assert store.s3_endpoint == "http://minio.internal:9000"
+    assert (store.keep_snapshots_days, store.lease_s, store.orphans_after_s) == (7, 120, 3600)
+    assert store.extensions == ("ducklake", "postgres_scanner", "httpfs", "aws")
+
+
+def test_a_local_data_path_and_a_sqlite_catalog_are_relative_to_the_config(tmp_path):
+    (tmp_path / "callsync.toml").write_text('[database]\nlake_catalog = "sqlite:meta.sqlite"\nlake_data_path = "lake"\n')
+    store = load_settings(tmp_path / "callsync.toml").database.store()
+    assert store.catalog == f"sqlite:{tmp_path / 'meta.sqlite'}"
+    assert store.data_path == f"{tmp_path / 'lake'}/"
+
+
+def test_a_bad_s3_endpoint_is_refused(tmp_path):
+    (tmp_path / "callsync.toml").write_text(LAKE + DATA + 'lake_s3_endpoint = "minio:9000"\n')
+    with pytest.raises(ConfigError, match=r"\[database\] lake_s3_endpoint: .*http://host:port"):
         load_settings(tmp_path / "callsync.toml")
