@@ -283,12 +283,13 @@ def _resolve_paths(settings: Settings, base: Path) -> Settings:
 
 
 def _resolved_database(database: DatabaseSettings, resolve) -> dict:
-    """The file's path; or a lake's local folder and SQLite catalog, against the config's folder."""
+    """The file's path; or a lake's local folder and SQLite catalog, against the config's folder.
+    A lake's are made absolute: its catalog keeps the data path for every later reader."""
     update: dict = {"path": resolve(database.path)}
     if database.lake_data_path is not None and "://" not in database.lake_data_path:
-        update["lake_data_path"] = str(resolve(Path(database.lake_data_path))).rstrip("/") + "/"
+        update["lake_data_path"] = str(resolve(Path(database.lake_data_path)).absolute()).rstrip("/") + "/"
     if database.lake_catalog is not None and database.lake_catalog.startswith("sqlite:"):
-        update["lake_catalog"] = "sqlite:" + str(resolve(Path(database.lake_catalog.removeprefix("sqlite:"))))
+        update["lake_catalog"] = "sqlite:" + str(resolve(Path(database.lake_catalog.removeprefix("sqlite:"))).absolute())
     return update
 
 

@@ -250,7 +250,7 @@ class LakeStore:
         except duckdb.Error as exc:
             conn.close()
             if not _missing(exc):
-                raise DiskError(f"lake unreachable: {_first_line(exc)}") from None
+                raise DiskError(f"cannot attach the lake: {_first_line(exc)}") from None
             from pipeline.errors import command_hint
 
             raise DiskError(f"{self.path} does not exist yet (run `{command_hint('sync')}` first)") from None

@@ -9,31 +9,22 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import os
-import pwd
 import re
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from pipeline.lake import extensions_needed, load_lake_extensions, packaged_extension
+from tests.lake.pgcluster import PG_PASSWORD, PostgresCluster, running_postgres
 
 # The default environment (newest duckdb, no extensions, no moto) does not collect these tests.
 LAKE_PARTS_MISSING = packaged_extension("ducklake") is None or importlib.util.find_spec("moto") is None
 collect_ignore_glob = ["test_*.py"] if LAKE_PARTS_MISSING else []
 
-# postgres refuses to run as root: when the tests run as root (CI), the cluster belongs to this user.
-PG_USER_NAME = "callsync-pg"
-PG_SUPERUSER = "callsync"
-PG_PASSWORD = "lake-test-password"  # a throwaway cluster's; handed to libpq only through PGPASSWORD
 S3_KEY_ID = "lake-test-key"
 S3_SECRET = "lake-test-secret"
 S3_REGION = "us-east-1"
@@ -41,95 +32,11 @@ PG_LOCAL = extensions_needed("postgres:", "/data")
 PG_S3 = extensions_needed("postgres:", "s3://bucket/")
 
 
-def _free_loopback_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _pg_bindir() -> Path:
-    found = shutil.which("pg_config")
-    if found is None:
-        pytest.fail("pg_config not found: install Debian's postgresql package (.ci/run does)")
-    bindir = Path(subprocess.run([found, "--bindir"], check=True, capture_output=True, text=True).stdout.strip())
-    if not (bindir / "initdb").is_file():
-        pytest.fail(f"{bindir}/initdb not found: install Debian's postgresql server package (.ci/run does)")
-    return bindir
-
-
-def _cluster_owner() -> str | None:
-    """None: run postgres as ourselves. As root: a dedicated system user, created once."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pwd.getpwnam(PG_USER_NAME)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_USER_NAME],
-            check=True,
-        )
-    return PG_USER_NAME
-
-
-@dataclass
-class PostgresCluster:
-    bindir: Path
-    datadir: Path
-    port: int
-    owner: str | None
-    _names = itertools.count(1)
-
-    def run(self, *args: str) -> subprocess.CompletedProcess:
-        """A server binary run as the cluster's owner, output captured (fails the test on error)."""
-        done = subprocess.run(args, user=self.owner, capture_output=True, text=True, cwd=self.datadir.parent)
-        if done.returncode != 0:
-            pytest.fail(f"{' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
-        return done
-
-    def create_database(self) -> str:
-        name = f"lake_{next(self._names)}"
-        env = {**os.environ, "PGPASSWORD": PG_PASSWORD}
-        subprocess.run(
-            [str(self.bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_SUPERUSER, name],
-            check=True, env=env, capture_output=True,
-        )
-        return name
-
-
 @pytest.fixture(scope="session")
 def postgres_cluster():
     """A PostgreSQL cluster of its own in a temp dir, on a free loopback port, password auth."""
-    bindir = _pg_bindir()
-    owner = _cluster_owner()
-    root = Path(tempfile.mkdtemp(prefix="callsync-pg-"))
-    datadir = root / "data"
-    pwfile = root / "pwfile"
-    pwfile.write_text(PG_PASSWORD + "\n")
-    if owner is not None:
-        shutil.chown(root, owner)
-        shutil.chown(pwfile, owner)
-    cluster = PostgresCluster(bindir=bindir, datadir=datadir, port=0, owner=owner)
-    cluster.run(
-        str(bindir / "initdb"), "-D", str(datadir), "-U", PG_SUPERUSER, f"--pwfile={pwfile}",
-        "--auth=scram-sha-256", "--encoding=UTF8", "--no-sync",
-    )
-    for _ in range(3):  # a free port can be taken by someone else before postgres binds it
-        cluster.port = _free_loopback_port()
-        options = (
-            f"-c listen_addresses=127.0.0.1 -c port={cluster.port} "
-            f"-c unix_socket_directories='{root}' -c fsync=off"
-        )
-        pg_ctl = [str(bindir / "pg_ctl"), "-D", str(datadir), "-o", options, "-l", str(root / "log"), "-w", "start"]
-        if subprocess.run(pg_ctl, user=owner, capture_output=True, cwd=root).returncode == 0:
-            break
-    else:
-        pytest.fail(f"postgres did not start: {(root / 'log').read_text()[-2000:]}")
-    try:
+    with running_postgres() as cluster:
         yield cluster
-    finally:
-        subprocess.run([str(bindir / "pg_ctl"), "-D", str(datadir), "-m", "fast", "-w", "stop"],
-                       user=owner, capture_output=True, cwd=root)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
@@ -139,8 +46,7 @@ def pg_catalog(postgres_cluster: PostgresCluster, monkeypatch: pytest.MonkeyPatc
     The password is not in it: libpq reads PGPASSWORD from the environment, as a real deployment's
     would (or ~/.pgpass)."""
     monkeypatch.setenv("PGPASSWORD", PG_PASSWORD)
-    name = postgres_cluster.create_database()
-    return f"postgres:dbname={name} host=127.0.0.1 port={postgres_cluster.port} user={PG_SUPERUSER}"
+    return postgres_cluster.catalog(postgres_cluster.create_database())
 
 
 @dataclass

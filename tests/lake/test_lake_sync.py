@@ -14,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from pipeline.lake import LakeStore, load_lake_extensions
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
@@ -290,3 +291,47 @@ async def test_a_reader_queries_the_lake_through_a_whole_backfill(pg_catalog, tm
     with lake(pg_catalog, data_path).read_only() as conn:
         assert_same_calls(conn, data)
         assert_unique(conn)
+
+
+def pg_dump(cluster, catalog: str) -> str:
+    """The whole catalog database as SQL: every table DuckLake keeps there, inlined rows included."""
+    import os
+    import subprocess
+
+    name = dict(part.split("=", 1) for part in catalog.removeprefix("postgres:").split())["dbname"]
+    done = subprocess.run(
+        [str(cluster.bindir / "pg_dump"), "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "callsync", name],
+        capture_output=True, text=True, env={**os.environ}, check=True,
+    )
+    return done.stdout
+
+
+async def test_forget_on_a_lake_leaves_no_trace_in_its_files_its_catalog_or_its_snapshots(
+    small_data, postgres_cluster, pg_catalog, tmp_path
+):
+    data_path = tmp_path / "data"
+    async with run_sandbox(data=small_data, faults=Faults()) as sandbox:
+        lake_config(tmp_path, sandbox.base_url, pg_catalog, str(data_path))
+        await sync_all(tmp_path, small_data)
+        store = lake(pg_catalog, str(data_path))
+        with store.read_only() as conn:
+            (number, calls) = conn.execute(
+                "SELECT caller_number, count(*) FROM calls GROUP BY caller_number ORDER BY count(*) DESC, 1 LIMIT 1"
+            ).fetchone()
+            (before,) = conn.execute("SELECT max(snapshot_id) FROM ducklake_snapshots('lake')").fetchone()
+        digits = "".join(ch for ch in number if ch.isdigit())
+        result = await run_cli("forget", "--caller-number", number, "--yes", cwd=tmp_path)
+        assert result.code == 0, result.stderr
+        again = await run_cli("sync", cwd=tmp_path)  # a tombstone keeps it out
+        assert again.code == 0, again.stderr
+    with store.read_only() as conn:
+        assert conn.execute("SELECT count(*) FROM calls WHERE caller_number = ?", [number]).fetchone()[0] == 0
+        assert conn.execute("SELECT count(*) FROM tombstones").fetchone()[0] == 1
+        with pytest.raises(duckdb.Error):  # time travel no longer reaches the erased rows
+            conn.execute(f"SELECT count(*) FROM calls AT (VERSION => {before})").fetchall()
+        for path in data_path.rglob("*.parquet"):
+            text = conn.execute("SELECT string_agg(columns(*)::VARCHAR, '|') FROM read_parquet(?)", [str(path)]).fetchall()
+            assert digits not in str(text) and number not in str(text), path
+    dump = pg_dump(postgres_cluster, pg_catalog)
+    assert number not in dump and digits not in dump
+    assert calls >= 1
