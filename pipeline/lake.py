@@ -142,6 +142,7 @@ class LakeStore:
         keep_snapshots_days: int = 7,
         lease_s: float = 120.0,
         orphans_after_s: float = 3600.0,
+        compact_after_files: int = FILES_BEFORE_COMPACT,
     ):
         self.catalog = catalog
         self.data_path = data_path
@@ -150,6 +151,7 @@ class LakeStore:
         self.keep_snapshots_days = keep_snapshots_days
         self.lease_s = lease_s
         self.orphans_after_s = orphans_after_s
+        self.compact_after_files = compact_after_files
         self.extensions = extensions_needed(catalog, data_path)
         self.path = f"lake schema {schema}"  # what messages call it
         self._lease = None
@@ -309,10 +311,10 @@ class LakeStore:
         return cutoff
 
     def after_run(self) -> dict[str, Any] | None:
-        """Compact once the schema holds more than FILES_BEFORE_COMPACT live files (under the lock)."""
+        """Compact once the schema holds more than ``compact_after_files`` live files (under the lock)."""
         conn = self.connect(read_only=False)
         try:
-            if sum(files for files, _ in self.data_files(conn).values()) <= FILES_BEFORE_COMPACT:
+            if sum(files for files, _ in self.data_files(conn).values()) <= self.compact_after_files:
                 return None
             return self.compact(conn)
         finally:

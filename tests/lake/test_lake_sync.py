@@ -335,3 +335,24 @@ async def test_forget_on_a_lake_leaves_no_trace_in_its_files_its_catalog_or_its_
     dump = pg_dump(postgres_cluster, pg_catalog)
     assert number not in dump and digits not in dump
     assert calls >= 1
+
+
+async def test_a_run_ends_with_a_compact_once_the_schema_holds_many_files(pg_catalog, tmp_path):
+    data = SandboxData.generate(seed=3, calls=1_500, days=6)
+    data_path = str(tmp_path / "data")
+    async with run_sandbox(data=data, faults=Faults()) as sandbox:
+        lake_config(tmp_path, sandbox.base_url, pg_catalog, data_path)
+        for day in range(6):  # one backfill a day: a few files each
+            when = (data.first_day + timedelta(days=day)).isoformat()
+            result = await run_cli("backfill", "--start", when, "--end", when, "--no-media", cwd=tmp_path)
+            assert result.code == 0, result.stderr
+    store = lake(pg_catalog, data_path, compact_after_files=5)
+    with store.read_only() as conn:
+        before = sum(files for files, _ in store.data_files(conn).values())
+    assert before > 5
+    done = store.after_run()
+    assert done is not None and done["files_after"] < before
+    assert lake(pg_catalog, data_path, compact_after_files=done["files_after"]).after_run() is None
+    with store.read_only() as conn:
+        assert_same_calls(conn, data)
+        assert_unique(conn)
