@@ -25,7 +25,10 @@ from typing import Any, Iterator
 
 import duckdb
 
+from pipeline.errors import ConfigError, DiskError, command_hint
+from pipeline.lease import Lease
 from pipeline.sqlfiles import MIGRATIONS_TABLE, read_sql
+from pipeline.store import Published, lock_is_free, transaction
 
 LAKE_EXTENSIONS = ("ducklake", "postgres_scanner", "sqlite_scanner", "httpfs", "aws")
 
@@ -132,6 +135,8 @@ class LakeStore:
     SQLite catalog. DuckLake has no keys, so uniqueness is the writer's, as for `calls` in a
     file: the statements upsert with MERGE and classify_calls."""
 
+    renews_connections = False  # a commit leaves its rows in Parquet, not in the connection's memory
+
     def __init__(
         self,
         catalog: str,
@@ -160,8 +165,6 @@ class LakeStore:
 
     def lock(self):
         if self.catalog.startswith("postgres:"):
-            from pipeline.lease import Lease
-
             self._lease = Lease(self.catalog.removeprefix("postgres:"), self.schema, self.lease_s, self._bare)
             return self._lease
         from pipeline.state import RunLock
@@ -178,15 +181,11 @@ class LakeStore:
         return conn
 
     def transaction(self, conn: duckdb.DuckDBPyConnection):
-        from pipeline.store import transaction
-
-        return transaction(conn)
+        return transaction(conn)  # a conflict cannot happen: one writer per schema
 
     def check_lock(self) -> None:
         if self._lease is not None:
             self._lease.check()
-
-    renews_connections = False  # a commit leaves its rows in Parquet, not in the connection's memory
 
     def checkpoint(self, conn: duckdb.DuckDBPyConnection) -> None:
         """Nothing to do: a commit has written its rows to Parquet already."""
@@ -196,8 +195,6 @@ class LakeStore:
 
     def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False):
         """Every commit is visible already. ``rewrite=True`` (after an erasure): purge."""
-        from pipeline.store import Published
-
         started = time.monotonic()
         if rewrite:
             self.purge(conn)
@@ -205,8 +202,6 @@ class LakeStore:
 
     def rewrite(self, then) -> None:
         """Erased rows leave every file: see ``purge``; ``then(conn)`` records it."""
-        from pipeline.store import transaction
-
         conn = self.open()
         try:
             self.purge(conn)
@@ -231,16 +226,12 @@ class LakeStore:
             load_lake_extensions(conn, self.extensions)
         except ExtensionUnavailable as exc:
             conn.close()
-            from pipeline.errors import ConfigError
-
             raise ConfigError(f"{exc}".splitlines()[0]) from None
         return conn
 
     def connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         """The lake attached as ``lake``, the account's schema the default: the SQL in sql/
         names its tables as it does in a file."""
-        from pipeline.errors import DiskError
-
         conn = self._bare()
         try:
             if self.is_s3:
@@ -253,8 +244,6 @@ class LakeStore:
             conn.close()
             if not _missing(exc):
                 raise DiskError(f"cannot attach the lake: {_first_line(exc)}") from None
-            from pipeline.errors import command_hint
-
             raise DiskError(f"{self.path} does not exist yet (run `{command_hint('sync')}` first)") from None
         return conn
 
@@ -336,11 +325,7 @@ class LakeStore:
 
     def is_locked(self) -> bool:
         if not self.catalog.startswith("postgres:"):
-            from pipeline.store import lock_is_free
-
             return not lock_is_free(Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}"))
-        from pipeline.lease import Lease
-
         held = Lease(self.catalog.removeprefix("postgres:"), self.schema, self.lease_s, self._bare).peek()
         return held is not None and held[1]
 
