@@ -356,3 +356,25 @@ async def test_a_run_ends_with_a_compact_once_the_schema_holds_many_files(pg_cat
     with store.read_only() as conn:
         assert_same_calls(conn, data)
         assert_unique(conn)
+
+
+async def test_malformed_records_are_kept_in_the_lake_with_their_payload(small_data, pg_catalog, tmp_path):
+    day = small_data.today - timedelta(days=1)
+    calls = small_data.calls_between(day, day)
+    small_data.override_call(calls[0]["id"], started_at="yesterday-ish")
+    small_data.override_call(calls[1]["id"], duration_seconds="long")
+    data_path = str(tmp_path / "data")
+    async with run_sandbox(data=small_data, faults=Faults()) as sandbox:
+        lake_config(tmp_path, sandbox.base_url, pg_catalog, data_path)
+        for again in ([], ["--force"]):  # a second run reads the day again and keeps them under new ids
+            result = await run_cli(
+                "backfill", "--start", day.isoformat(), "--end", day.isoformat(), "--no-media", *again, cwd=tmp_path
+            )
+            assert result.code == 1 and "2 rejected" in result.stdout, result.stdout + result.stderr
+    with lake(pg_catalog, data_path).read_only() as conn:
+        assert_unique(conn)
+        rejected = conn.execute("SELECT rejected_id, record_id, raw->>'started_at' FROM rejected_records ORDER BY 1").fetchall()
+        assert [row[0] for row in rejected] == [1, 2, 3, 4]
+        assert {row[1] for row in rejected} == {calls[0]["id"], calls[1]["id"]}
+        assert any(row[2] == "yesterday-ish" for row in rejected)
+        assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == len(calls) - 2
