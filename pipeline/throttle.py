@@ -5,11 +5,21 @@
   at least 1/cap apart, so it is never exceeded.
 - The first 429 tells us there is a limit: every task pauses together until
   Retry-After has passed, and the rate is set just under what the server let
-  through in the last second. Each later 429 cuts the rate (multiplicative
-  decrease); successes raise it again (additive increase), quickly while far
-  below the rate that last drew a 429, then only by a slow creep that probes
-  whether the limit went up. This is AIMD, as in TCP, with CUBIC's memory of
-  where the ceiling was.
+  through in the last second. Each later 429 measures the limit: the server's
+  bucket was empty at both it and the 429 before, so what the server answered in
+  between is what it allows over that time (the pause included: the bucket fills
+  while we wait). The rate settles just under that (SETTLE), not under the rate
+  that drew the 429, which was above the limit: settled there, the rate re-drew a
+  429 within seconds, and each one paused everyone. The first 429 under a
+  configured cap, with nothing before it to measure from, cuts the rate
+  (multiplicative decrease). Successes raise it again (additive increase),
+  quickly while far below the ceiling, then only by a slow creep that probes
+  whether the limit went up. This is AIMD, as in TCP, with CUBIC's memory
+  of where the ceiling was. The API sends no remaining/reset headers (only
+  Retry-After), so the 429s are all there is to measure by.
+- A pause restarts the schedule: a request that had a turn booked before the 429
+  books again after the pause. Kept, the old turns came on top of the new ones,
+  twice the rate, and drew the next 429 a second after each pause.
 - Slow start: until a first 429 (or a configured cap) says what the API allows, SLOW_START
   requests fly at once, one more after each success, up to ``max_concurrency``.
 - ``max_requests``: the run's request budget (from ``max_requests_per_run`` and
@@ -37,8 +47,12 @@ from pipeline.errors import ApiUnreachableError, BudgetExhausted, CallsyncError
 
 DISCOVERY_MARGIN = 0.9  # first rate: this share of what the server let through in the last second
 DECREASE_FACTOR = 0.9
+# The rate settles at SETTLE of the limit measured between two 429s (a token bucket just
+# under its rate stays full, and absorbs our jitter); one 429 cuts it by MAX_CUT at most.
+SETTLE = 0.99
+MAX_CUT = 0.5
 FAST_INCREASE = 0.2  # share of the rate added per second while below NEAR_CEILING
-# Just under the rate that drew the last 429 a token bucket rarely runs dry; above it each
+# Just under the measured limit a token bucket rarely runs dry; above it each
 # probe costs a 429 and everyone's pause for its Retry-After (at 5 req/s, 1 s was 5
 # requests), so the creep that probes for a raised limit is slow: 1% of it in 5 s.
 NEAR_CEILING = 0.97
@@ -132,6 +146,9 @@ class Throttle:
         self._next_start = 0.0
         self._paused_until = 0.0
         self._last_decrease = 0.0
+        self._paused: asyncio.Event | None = None  # set by a 429: the turns booked before it are void
+        self._limited_at: float | None = None  # the last 429 that set the rate
+        self._answered_since_limited = 0
         self._last_increase = time.monotonic()
         self._recent_successes: deque[float] = deque()
 
@@ -161,12 +178,31 @@ class Throttle:
             if self.rate:
                 # Reserve the slot before sleeping so concurrent waiters queue up behind it.
                 self._next_start = start + 1.0 / self.rate
-            await asyncio.sleep(start - now)
-            if time.monotonic() >= self._paused_until:
+            if not await self._sleep_unless_paused(start - now):
                 break
         if self.rate and self._next_start <= now:
             self._next_start = now + 1.0 / self.rate
         self._count_start()
+
+    async def _sleep_unless_paused(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; True, at once, if a 429 pauses everyone meanwhile: the
+        turn booked is void and the caller books again, after the pause."""
+        if self._paused is None:
+            self._paused = asyncio.Event()
+        paused = self._paused
+        try:
+            async with asyncio.timeout(delay):
+                await paused.wait()
+        except TimeoutError:
+            return paused.is_set()
+        return True
+
+    def _pause_all(self, until: float) -> None:
+        self._paused_until = until
+        self._next_start = until
+        if self._paused is not None:
+            self._paused.set()  # wakes the waiters in the order they booked: they book again so
+            self._paused = None
 
     def _count_start(self) -> None:
         if self.max_requests is not None and self.stats.requests >= self.max_requests:
@@ -180,19 +216,25 @@ class Throttle:
         self._slots.grow(self.max_concurrency)  # the limit is found: the rate governs from now on
         now = time.monotonic()
         pause = retry_after if retry_after is not None else 1.0
-        self._paused_until = max(self._paused_until, now + pause)
+        if now + pause > self._paused_until:
+            self._pause_all(now + pause)
         if now - self._last_decrease < max(pause, WINDOW_S):
             return  # the same burst of 429s: one cut is enough
         self._last_decrease = now
+        measured = self._measured_limit(now)
         if self.rate is None:
             self.ceiling = max(MIN_RATE, self._successes_in_window(now) / WINDOW_S)
             self.rate = self.ceiling * DISCOVERY_MARGIN
+        elif measured is not None:
+            # Never above the rate that drew the 429. At most halved: time with nothing to
+            # send let the server's bucket fill and overflow, and then the measure reads low.
+            self.ceiling = max(MIN_RATE, min(self.rate, max(measured, self.rate * MAX_CUT)))
+            self.rate = self.ceiling * SETTLE
         else:
             self.ceiling = self.rate
             self.rate = max(MIN_RATE, self.rate * DECREASE_FACTOR)
         if self.cap is not None:
             self.rate = min(self.rate, self.cap)
-        self._next_start = self._paused_until
         self._last_increase = self._paused_until
 
     def succeeded(self) -> None:
@@ -200,15 +242,30 @@ class Throttle:
         self._slots.grow()
         self._recent_successes.append(now)
         self._successes_in_window(now)
+        self._answered_since_limited += 1
         if self.rate is None or (self.cap is not None and self.rate >= self.cap):
             return
-        elapsed, self._last_increase = max(0.0, now - self._last_increase), max(now, self._last_increase)
+        # At most a second's worth at once: time with nothing answered (a pause, an idle
+        # pipeline) showed nothing about the rate.
+        elapsed = min(WINDOW_S, max(0.0, now - self._last_increase))
+        self._last_increase = max(now, self._last_increase)
         if self.ceiling is None or self.rate < self.ceiling * NEAR_CEILING:
             self.rate += self.rate * FAST_INCREASE * elapsed
         else:
             self.rate += CREEP_SHARE_PER_SECOND * self.ceiling * elapsed
         if self.cap is not None:
             self.rate = min(self.rate, self.cap)
+
+    def _measured_limit(self, now: float) -> float | None:
+        """The least the server allows per second, from what it answered since the 429 before
+        this one (None: there was none); starts the next measure. Its bucket had less than a
+        request's token at both 429s, so it let through at most one more than its rate over
+        the time between: the pause included, as the bucket fills while we wait."""
+        since, answered = self._limited_at, self._answered_since_limited
+        self._limited_at, self._answered_since_limited = now, 0
+        if since is None:
+            return None
+        return max(0, answered - 1) / (now - since)
 
     def _successes_in_window(self, now: float) -> int:
         while self._recent_successes and self._recent_successes[0] < now - WINDOW_S:

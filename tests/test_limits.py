@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -11,6 +12,7 @@ from pipeline.config import ApiSettings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from tests.conftest import run_cli, write_config
 from tests.dbcheck import assert_same_calls, scalar
+from tests.test_client import client_for
 
 
 @pytest.fixture
@@ -44,6 +46,27 @@ async def test_a_429_storm_pauses_everyone_together_then_recovers(year_of_calls,
     after_pause = [r for r in log if r.started >= answered + pause and r.status == 200]
     span = after_pause[-1].finished - after_pause[0].started
     assert len(after_pause) / span >= 0.75 * limit, "throughput recovers close to the limit"
+
+
+async def test_the_rate_settles_under_the_limit_measured_between_two_429s(small_data):
+    # A cap twice the server's limit: the cap draws a 429 when the server's bucket runs dry,
+    # the cut rate (still over the limit) a second one, and from the time between them the
+    # throttle knows the limit; no third 429 comes. 32 requests waiting at 20/s have turns
+    # booked 1.6 s ahead, past the 1 s pause: they must book again after it.
+    limit = 10
+    async with run_sandbox(data=small_data, faults=Faults(rate_limit=limit)) as sandbox:
+        async with client_for(sandbox, max_concurrency=32, requests_per_second=2 * limit) as client:
+            await asyncio.gather(*(client.list_numbers(per_page=1) for _ in range(70)))
+        log = api_log(sandbox)
+    limited = [r for r in log if r.status == 429]
+    pauses = [(r.finished, r.finished + float(r.retry_after)) for r in limited]
+    assert len(limited) == 2 and pauses[1][0] > pauses[0][1], _debug(log)
+    for _, end in pauses:
+        after = [r for r in log if end <= r.started < end + 0.5]
+        assert len(after) <= 0.5 * 2 * limit + 1, "turns booked before a pause came on top of new ones"
+    settled = [r.started for r in log if r.started >= pauses[1][1]]
+    rate = (len(settled) - 1) / (settled[-1] - settled[0])
+    assert 0.9 * limit <= rate <= limit, f"{rate:.2f}/s after the limit was measured"
 
 
 async def test_configured_rate_and_concurrency_caps_hold(sandbox, make_settings):
