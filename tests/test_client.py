@@ -306,10 +306,10 @@ async def test_a_host_that_never_answers_trips_the_breaker_after_give_up_after_s
     sandbox.faults.latency_ms = 60_000  # connections open, no answer
     async with client_for(sandbox, timeout_s=60, give_up_after_s=0.5) as client:
         with pytest.raises(ApiUnreachableError, match="no answer for"):
-            await asyncio.gather(*(client.list_calls(page=page) for page in (1, 2, 3)))
+            await asyncio.gather(*(client.list_calls(page=page) for page in (1, 2)))  # slow start: 2 at once
         with pytest.raises(ApiUnreachableError):  # and it stays open for the rest of the run
             await client.list_numbers()
-    assert len(api_requests(sandbox, "/calls")) == 3 and not api_requests(sandbox, "/numbers")
+    assert len(api_requests(sandbox, "/calls")) == 2 and not api_requests(sandbox, "/numbers")
 
 
 async def test_a_request_that_times_out_twice_gives_up_without_spending_every_retry(sandbox):
