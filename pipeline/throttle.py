@@ -187,8 +187,8 @@ class Throttle:
         self._count_start()
 
     async def _sleep_unless_paused(self, delay: float) -> bool:
-        """Sleep ``delay`` seconds; True, at once, if a 429 pauses everyone meanwhile: the
-        turn booked is void and the caller books again, after the pause."""
+        """Sleep ``delay`` seconds. True (at once) if a 429 paused everyone meanwhile: the
+        turn booked is void, and the caller books again after the pause."""
         if self._paused is None:
             self._paused = asyncio.Event()
         paused = self._paused
@@ -203,7 +203,7 @@ class Throttle:
         self._paused_until = until
         self._next_start = until
         if self._paused is not None:
-            self._paused.set()  # wakes the waiters in the order they booked: they book again so
+            self._paused.set()  # wakes the waiters in the order they booked, to book again in it
             self._paused = None
 
     def _count_start(self) -> None:
@@ -213,7 +213,7 @@ class Throttle:
         self.stats.requests += 1
 
     def rate_limited(self, retry_after: float | None) -> None:
-        """A 429: pause everyone; cut the rate once per pause."""
+        """A 429: pause everyone; set the rate once per burst of 429s."""
         self.stats.rate_limited += 1
         self._slots.grow(self.max_concurrency)  # the limit is found: the rate governs from now on
         now = time.monotonic()
