@@ -88,6 +88,7 @@ def attach_statement(
     alias: str = "lake",
     read_only: bool = False,
     options: tuple[str, ...] = (),
+    if_not_exists: bool = False,
 ) -> str:
     """``ATTACH 'ducklake:<catalog>' AS <alias> (...)``.
 
@@ -102,7 +103,8 @@ def attach_statement(
         written.append("READ_ONLY")
     written.extend(options)
     suffix = f" ({', '.join(written)})" if written else ""
-    return f"ATTACH {sql_string('ducklake:' + catalog)} AS {alias}{suffix}"
+    attach = "ATTACH IF NOT EXISTS" if if_not_exists else "ATTACH"
+    return f"{attach} {sql_string('ducklake:' + catalog)} AS {alias}{suffix}"
 
 
 # --- the lake store: the same seam as pipeline.store.FileStore ---------------------------
@@ -160,6 +162,7 @@ class LakeStore:
         self.extensions = extensions_needed(catalog, data_path)
         self.path = f"lake schema {schema}"  # what messages call it
         self._lease = None
+        self._instances: dict[bool, duckdb.DuckDBPyConnection] = {}  # by read_only
 
     # -- the seam --
 
@@ -220,23 +223,29 @@ class LakeStore:
 
     # -- connections --
 
-    def _bare(self) -> duckdb.DuckDBPyConnection:
-        conn = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
-        try:
-            load_lake_extensions(conn, self.extensions)
-        except ExtensionUnavailable as exc:
-            conn.close()
-            raise ConfigError(f"{exc}".splitlines()[0]) from None
-        return conn
+    def _bare(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection of its own (a cursor) on one of the store's in-memory DuckDBs, which load
+        the extensions once per process (each LOAD checks a ~40 MB file's signature) and keep
+        what is attached for all their connections: the lease's, the writer's, upkeep's. Readers
+        have their own, since a lake attached read-only there stays read-only."""
+        if read_only not in self._instances:
+            instance = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+            try:
+                load_lake_extensions(instance, self.extensions)
+            except ExtensionUnavailable as exc:
+                instance.close()
+                raise ConfigError(f"{exc}".splitlines()[0]) from None
+            self._instances[read_only] = instance
+        return self._instances[read_only].cursor()
 
     def connect(self, *, read_only: bool) -> duckdb.DuckDBPyConnection:
         """The lake attached as ``lake``, the account's schema the default: the SQL in sql/
         names its tables as it does in a file."""
-        conn = self._bare()
+        conn = self._bare(read_only)
         try:
             if self.is_s3:
                 conn.execute(s3_secret_statement(self.s3_endpoint))
-            conn.execute(attach_statement(self.catalog, self.data_path, ALIAS, read_only=read_only))
+            conn.execute(attach_statement(self.catalog, self.data_path, ALIAS, read_only=read_only, if_not_exists=True))
             if not read_only:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {ALIAS}.{self.schema}")
             conn.execute(f"USE {ALIAS}.{self.schema}")
@@ -299,13 +308,15 @@ class LakeStore:
                 cutoff = min(cutoff, datetime.fromisoformat(oldest))
         return cutoff
 
+    def upkeep_due(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        """Whether the schema holds more than ``compact_after_files`` live data files."""
+        return sum(files for files, _ in self.data_files(conn).values()) > self.compact_after_files
+
     def after_run(self) -> dict[str, Any] | None:
-        """Compact once the schema holds more than ``compact_after_files`` live files (under the lock)."""
+        """Compact, if due (under the lock)."""
         conn = self.connect(read_only=False)
         try:
-            if sum(files for files, _ in self.data_files(conn).values()) <= self.compact_after_files:
-                return None
-            return self.compact(conn)
+            return self.compact(conn) if self.upkeep_due(conn) else None
         finally:
             conn.close()
 

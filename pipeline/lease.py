@@ -42,7 +42,7 @@ class Lease:
         self.conninfo = conninfo
         self.schema = schema
         self.seconds = float(seconds)
-        self._connect = connect  # () -> a DuckDB connection with the postgres extension loaded
+        self._connect = connect  # () -> a DuckDB connection with the postgres extension loaded (a cursor)
         self.holder = f"{socket.gethostname()} pid {os.getpid()} {secrets.token_hex(4)}"
         self._conn: duckdb.DuckDBPyConnection | None = None
         self._stop = threading.Event()
@@ -106,7 +106,7 @@ class Lease:
     def _catalog(self) -> duckdb.DuckDBPyConnection:
         conn = self._connect()
         try:
-            conn.execute(f"ATTACH {pg_literal(self.conninfo)} AS {PG_ALIAS} (TYPE postgres)")
+            conn.execute(f"ATTACH IF NOT EXISTS {pg_literal(self.conninfo)} AS {PG_ALIAS} (TYPE postgres)")
         except duckdb.Error as exc:
             conn.close()
             raise DiskError(f"lake catalog unreachable: {_first_line(exc)}") from None

@@ -86,6 +86,9 @@ class Store(Protocol):
         """After an erasure, with no connection open: no byte of erased rows is left;
         ``then(conn)`` runs on the result, in its transaction."""
 
+    def upkeep_due(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        """Whether ``after_run`` has work (asked on the run's own connection, before it closes)."""
+
     def after_run(self) -> dict[str, Any] | None:
         """Upkeep once a run's writer has closed, under the lock (a lake compacts)."""
 
@@ -138,6 +141,9 @@ class FileStore:
 
     def is_published(self) -> bool:
         return self.path.exists()
+
+    def upkeep_due(self, conn: duckdb.DuckDBPyConnection) -> bool:
+        return False
 
     def after_run(self) -> None:
         return None

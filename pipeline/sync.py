@@ -373,7 +373,7 @@ async def _recorded_run(
     summary = RunSummary(new_run_id(), command)
     started = time.monotonic()
     store = settings.database.store()
-    rewrite = False
+    rewrite = upkeep = False
     with store.lock(), _kept_error_of(summary):
         writer = Writer(
             store,
@@ -407,10 +407,19 @@ async def _recorded_run(
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
                 rewrite = await _rewrite_due(writer)
+                upkeep = await _upkeep_due(writer, store)
         if rewrite:  # the writer closed the working database: under the lock still
             await _rewrite(store)
-        await _after_run(store)
+        if upkeep:
+            await _after_run(store)
     return summary
+
+
+async def _upkeep_due(writer: Writer, store: Store) -> bool:
+    try:
+        return await writer.run(store.upkeep_due)
+    except CallsyncError:  # the database itself failed: the run's error already says so
+        return False
 
 
 async def _after_run(store: Store) -> None:
