@@ -48,7 +48,7 @@ PUBLISH_INTERVAL_S = 60.0
 def count_sql(conn: duckdb.DuckDBPyConnection, name: str, **params: Any) -> list[int]:
     """Run sql/statements/NAME.sql like run_sql; the rows each statement inserted or deleted."""
     counts = []
-    for query, names in _statements(name):
+    for query, names in _statements(conn, name):
         rows = conn.execute(query, {key: params[key] for key in names} or None).fetchall()
         counts.append(int(rows[0][0]) if rows else 0)
     return counts
@@ -91,7 +91,7 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection, *, through: str | None = N
         if migration.stem in applied:
             continue
         conn.execute("BEGIN TRANSACTION")
-        for statement in split_statements(migration.read_text()):
+        for statement in split_statements(conn, migration.read_text()):
             conn.execute(statement)
         conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} VALUES (?, ?)", [migration.stem, utcnow()])
         conn.execute("COMMIT")

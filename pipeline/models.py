@@ -8,18 +8,24 @@ can rely on.
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, with_config
 from typing_extensions import Annotated, NotRequired, TypedDict
 
 
+# Every model (defer_build) and adapter (see adapter) builds its validator when first
+# used, not when imported: a run uses few of them (plain listings need PageMeta alone),
+# and building them all took ~25 ms of every run's start.
+
+
 class _Resource(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, defer_build=True)
 
 
 class PageMeta(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     page: int = 1
     per_page: int = 0
     total: int = 0
@@ -62,7 +68,7 @@ class CallsPage(TypedDict):
 class RawPage(BaseModel):
     """The slow path, for a body with a bad record: records kept as plain JSON."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     data: list[Any]
     meta: PageMeta = PageMeta()
 
@@ -79,7 +85,7 @@ class TrackingNumber(_Resource):
 
 
 class NumbersPage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     data: list[TrackingNumber]
     meta: PageMeta = PageMeta()
 
@@ -96,6 +102,7 @@ class Transcript(_Resource):
 
 
 class Flow(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str
     name: str | None = None
     created_at: datetime | None = None
@@ -113,16 +120,14 @@ class Flow(BaseModel):
         )
 
 
-_DATETIME = TypeAdapter(AwareDatetime)
-
-
 def _maybe_datetime(value: Any) -> datetime | None:
     try:
-        return _DATETIME.validate_python(value) if value else None
+        return adapter(AwareDatetime).validate_python(value) if value else None
     except ValueError:
         return None
 
 
-CALLS_PAGE = TypeAdapter(CallsPage)
-RAW_PAGE = TypeAdapter(RawPage)
-CALL = TypeAdapter(Call)
+@cache
+def adapter(kind: Any) -> TypeAdapter:
+    """The TypeAdapter of CallsPage, RawPage, Call, ..., built on first use."""
+    return TypeAdapter(kind)

@@ -234,8 +234,8 @@ def _primary_keys_of_calls(path) -> int:
 
 def _back_to_the_indexed_calls_table(path) -> None:
     """Rebuild `calls` as migration 001 created it, with its rows, and forget 004."""
-    create_calls = load.split_statements((load.sql_dir() / "migrations" / "001_core.sql").read_text())[0]
     with load.FileStore(path).session() as conn, load.transaction(conn):
+        create_calls = load.split_statements(conn, (load.sql_dir() / "migrations" / "001_core.sql").read_text())[0]
         conn.execute("ALTER TABLE calls RENAME TO calls_now")
         conn.execute(create_calls)
         conn.execute("INSERT INTO calls SELECT * FROM calls_now")
