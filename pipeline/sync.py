@@ -538,7 +538,10 @@ class WindowLoader:
         self.scope = filters.scope
         self.summary = summary
         self.progress = progress
-        self.workers = client.options.max_concurrency
+        # Half as many windows in flight as requests: a window reads several pages at a
+        # time, so the request slots stay full, and a window held while the writer is busy
+        # is Arrow memory (a 1M-call backfill peaked 8-9 MB lower, as fast).
+        self.workers = max(1, (client.options.max_concurrency + 1) // 2)
         self._commits: list[asyncio.Future] = []
 
     async def load(self, ranges: list[Window]) -> None:

@@ -106,14 +106,17 @@ async def test_backfill_prints_a_summary_and_json_logs(sandbox, tmp_path):
     assert as_json["counts"]["calls"] == len(data.calls_between(data.today - timedelta(days=2), data.today))
 
 
-# The CLI's entry point in a child process, reporting afterwards whether NumPy and
-# pyarrow.compute were imported.
+# The CLI's entry point in a child process, reporting afterwards what it imported and
+# how it left the garbage collector.
 NUMPY_PROBE = """
+import gc
 import sys
 from pipeline import cli
 try:
     cli.cli.main(sys.argv[1:], standalone_mode=False)
 finally:
+    print("tenacity imported:", sys.modules.get("tenacity") is not None)
+    print("collector on, imports frozen:", gc.isenabled() and gc.get_freeze_count() > 0)
     print("pyarrow.compute imported:", sys.modules.get("pyarrow.compute") is not None)
     print("numpy imported:", sys.modules.get("numpy") is not None)
 """
@@ -121,7 +124,8 @@ finally:
 
 async def test_a_backfill_runs_without_numpy(sandbox, tmp_path):
     """pyarrow would import NumPy (~12 MB resident) only for conversions callsync never makes,
-    and pyarrow.compute (~8 MB, ~40 ms) only for kernels it has no need of."""
+    and pyarrow.compute (~8 MB, ~40 ms) only for kernels it has no need of. A run with no
+    retry does without tenacity, and the collector is back on after the imports."""
     write_config(tmp_path, sandbox.base_url, media={"dir": str(tmp_path / "media")})
     today = sandbox.data.today.isoformat()
     yesterday = (sandbox.data.today - timedelta(days=1)).isoformat()  # calls with media even just after midnight
@@ -135,6 +139,8 @@ async def test_a_backfill_runs_without_numpy(sandbox, tmp_path):
     assert "backfill ok" in stdout.decode() and "media 0 downloaded" not in stdout.decode()
     assert stdout.decode().strip().endswith("numpy imported: False")
     assert "pyarrow.compute imported: False" in stdout.decode()
+    assert "tenacity imported: False" in stdout.decode()
+    assert "collector on, imports frozen: True" in stdout.decode()
 
 
 async def test_database_memory_limit_applies_and_running_out_is_one_line(sandbox, tmp_path):
