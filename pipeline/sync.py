@@ -406,8 +406,8 @@ async def _recorded_run(
                 _take_request_stats(summary, client)
                 summary.elapsed_s = time.monotonic() - started
                 await _record_finish(writer, summary)
-                rewrite = await _rewrite_due(writer)
-                upkeep = await _upkeep_due(writer, store)
+                rewrite = await _asked(writer, erasure.rewrite_due)
+                upkeep = await _asked(writer, store.upkeep_due)
         if rewrite:  # the writer closed the working database: under the lock still
             await _rewrite(store)
         if upkeep:
@@ -415,9 +415,10 @@ async def _recorded_run(
     return summary
 
 
-async def _upkeep_due(writer: Writer, store: Store) -> bool:
+async def _asked(writer: Writer, question: Callable[[duckdb.DuckDBPyConnection], bool]) -> bool:
+    """Whether work is due after the run (a rewrite, the store's upkeep), asked on its connection."""
     try:
-        return await writer.run(store.upkeep_due)
+        return await writer.run(question)
     except CallsyncError:  # the database itself failed: the run's error already says so
         return False
 
@@ -431,13 +432,6 @@ async def _after_run(store: Store) -> None:
         return
     if done:
         log.info("compacted %s: %s", store.path, done, extra={"event": "compacted"})
-
-
-async def _rewrite_due(writer: Writer) -> bool:
-    try:
-        return await writer.run(erasure.rewrite_due)
-    except CallsyncError:  # the database itself failed: the run's error already says so
-        return False
 
 
 async def _rewrite(store: Store) -> None:
