@@ -468,7 +468,8 @@ async def _record_finish(writer: Writer, summary: RunSummary) -> None:
             partial(load.finish_run, run_id=summary.run_id, status=status, fields=summary.record(), error=summary.error)
         )
     except CallsyncError as exc:  # the database itself failed: the run's error already says so
-        log.error("could not record the run's outcome: %s", exc)
+        if str(exc) != summary.error:
+            log.error("could not record the run's outcome: %s", exc)
 
 
 def _take_request_stats(summary: RunSummary, client: CallTrackingClient) -> None:

@@ -74,7 +74,8 @@ def rows(conn: duckdb.DuckDBPyConnection, sql: str) -> list[tuple]:
 
 async def sync_all(directory: Path, data: SandboxData) -> None:
     start = data.first_day.isoformat()
-    for args in (("backfill", "--start", start, "--end", data.today.isoformat()), ("sync",), ("media",)):
+    today = data.today.isoformat()
+    for args in (("backfill", "--start", start, "--end", today), ("sync",), ("media",), ("verify", "--start", start, "--end", today)):
         result = await run_cli(*args, cwd=directory)
         assert result.code == 0, result.stderr
         assert " ok" in result.stdout
@@ -378,3 +379,35 @@ async def test_malformed_records_are_kept_in_the_lake_with_their_payload(small_d
         assert {row[1] for row in rejected} == {calls[0]["id"], calls[1]["id"]}
         assert any(row[2] == "yesterday-ish" for row in rejected)
         assert conn.execute("SELECT count(*) FROM calls").fetchone()[0] == len(calls) - 2
+
+
+async def test_a_run_that_lost_its_lease_stops_before_its_next_commit(pg_catalog, tmp_path):
+    """A run frozen (SIGSTOP) past its lease, while another run takes the schema: once thawed it
+    stops with exit 75 instead of writing beside the new holder, and the data stays exact."""
+    data = SandboxData.generate(seed=21, calls=3_000, days=15)
+    data_path = str(tmp_path / "data")
+    store = lake(pg_catalog, data_path)
+    async with run_sandbox(data=data, faults=Faults(latency_ms=40, shuffle_pages=True)) as sandbox:
+        lake_config(tmp_path, sandbox.base_url, pg_catalog, data_path, lake_lease_s=2)
+        args = ("backfill", "--start", (data.today - timedelta(days=14)).isoformat(), "--end", data.today.isoformat(),
+                "--no-media")
+        frozen = await start_cli(*args, cwd=tmp_path)
+        assert await wait_for_lease(store, frozen)
+        while len(sandbox.requests) < 5:
+            await asyncio.sleep(0.005)
+        frozen.send_signal(signal.SIGSTOP)
+        await wait_for_expiry(store)
+        seen = len(sandbox.requests)
+        taking_over = await start_cli(*args, cwd=tmp_path)
+        while len(sandbox.requests) < seen + 5 and taking_over.returncode is None:  # it holds the lease now
+            await asyncio.sleep(0.005)
+        frozen.send_signal(signal.SIGCONT)
+        _, stderr = await frozen.communicate()
+        assert frozen.returncode == 75, stderr.decode()
+        lines = stderr.decode().strip().splitlines()
+        assert len(lines) == 1 and "lease on lake schema brand_a" in lines[0], lines  # taken, or not renewed in time
+        _, stderr = await taking_over.communicate()
+        assert taking_over.returncode == 0, stderr.decode()
+    with store.read_only() as conn:
+        assert_same_calls(conn, data)
+        assert_unique(conn)
