@@ -335,10 +335,15 @@ class LakeStore:
     # -- status --
 
     def is_locked(self) -> bool:
+        return self.writer() is not None
+
+    def writer(self) -> str | None:
+        """Who writes the schema now: its lease's holder and until when, or None."""
         if not self.catalog.startswith("postgres:"):
-            return not lock_is_free(Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}"))
+            free = lock_is_free(Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}"))
+            return None if free else "a run on this machine (lock file)"
         held = Lease(self.catalog.removeprefix("postgres:"), self.schema, self.lease_s, self._bare).peek()
-        return held is not None and held[1]
+        return f"{held[0]}, lease until {held[2]}" if held is not None and held[1] else None
 
     def describe(self, conn: duckdb.DuckDBPyConnection) -> dict[str, Any]:
         """For `callsync status`: the newest snapshot, the files, and how analysts attach."""
@@ -351,6 +356,7 @@ class LakeStore:
             "snapshot_at": snapshot[1] if snapshot else None,
             "data_files": sum(count for count, _ in files.values()),
             "data_bytes": sum(size for _, size in files.values()),
+            "writer": self.writer(),
             "attach": self.analyst_statements(),
         }}
 
@@ -406,7 +412,9 @@ def create_baseline(conn: duckdb.DuckDBPyConnection) -> list[str]:
 def _missing(exc: duckdb.Error) -> bool:
     """A read-only attach of a lake or schema no run has created yet."""
     text = str(exc)
-    return isinstance(exc, duckdb.CatalogException) or "unable to open database file" in text
+    return isinstance(exc, duckdb.CatalogException) or any(
+        words in text for words in ("unable to open database file", "creating a new DuckLake is explicitly disabled")
+    )
 
 
 def _first_line(exc: BaseException) -> str:

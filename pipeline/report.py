@@ -134,6 +134,7 @@ def _lake_lines(lake: dict[str, Any]) -> list[str]:
     snapshot = f"snapshot {lake['snapshot_id']} of {lake['snapshot_at']:%Y-%m-%d %H:%M:%S}Z" if lake["snapshot_at"] else "none"
     return [
         f"lake:       {snapshot}, {lake['data_files']} data files ({_mb(lake['data_bytes'])}) in {lake['data_path']}",
+        f"writer:     {lake['writer'] or 'none (no run holds the schema)'}",
         "attach:     read it from the duckdb CLI or Python (read-only, any machine):",
         *(f"  {statement}" for statement in lake["attach"]),
     ]

@@ -161,8 +161,15 @@ async def test_one_writer_per_schema_across_processes_and_two_schemas_at_once(pg
         args = ("backfill", "--start", start, "--end", first_data.today.isoformat(), "--no-media")
         running = await start_cli(*args, cwd=tmp_path / "a")
         assert await wait_for_lease(lake(pg_catalog, data_path), running), "the backfill should hold the lease"
+        while len(first.requests) < 5:  # fetching: the lake and its schema exist
+            await asyncio.sleep(0.005)
+        running.send_signal(signal.SIGSTOP)  # held still (its lease lasts 120 s) while the others are tried
         other_schema = await start_cli(*args, cwd=tmp_path / "b")
+        status = await run_cli("status", cwd=tmp_path / "a2")
         refused = await run_cli(*args, cwd=tmp_path / "a2")
+        running.send_signal(signal.SIGCONT)
+        assert status.code == 0, status.stderr
+        assert "writer:     " in status.stdout and "lease until" in status.stdout, status.stdout
         assert refused.code == 75, refused.stderr
         assert "another callsync run holds lake schema brand_a" in refused.stderr
         assert len(refused.stderr.strip().splitlines()) == 1
