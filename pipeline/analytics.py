@@ -34,7 +34,7 @@ from uuid import UUID
 
 import duckdb
 
-from pipeline.errors import DatabaseLockedError, DiskError, UsageError, command_hint
+from pipeline.errors import DatabaseLockedError, DiskError, UsageError, command_hint, first_line
 from pipeline.sqlfiles import MIGRATIONS_TABLE, sql_dir
 from pipeline.store import Store, as_store
 
@@ -142,10 +142,10 @@ def execute(conn: duckdb.DuckDBPyConnection, sql: str, values: Mapping[str, Any]
         return [column[0] for column in result.description], result.fetchall()
     except duckdb.IOException as exc:
         error = DatabaseLockedError if "lock" in str(exc).lower() else DiskError
-        raise error(_first_line(exc)) from None
+        raise error(first_line(exc)) from None
     except duckdb.Error as exc:
         hint = _schema_hint(conn) if isinstance(exc, duckdb.CatalogException) else ""
-        raise UsageError(_first_line(exc) + hint) from None
+        raise UsageError(first_line(exc) + hint) from None
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, str]:
@@ -170,10 +170,6 @@ def _schema_hint(conn: duckdb.DuckDBPyConnection) -> str:
         return ""
     return f" (the database predates migration {missing[0]}: the next sync or backfill upgrades it)"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # --- output -----------------------------------------------------------------------------

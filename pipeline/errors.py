@@ -157,3 +157,9 @@ def command_hint(args: str) -> str:
     """A callsync command to suggest in a message, as the user can type it: under `uv run`
     (which sets $UV) the bare `callsync` is usually not on PATH."""
     return f"uv run callsync {args}" if os.environ.get("UV") else f"callsync {args}"
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (DuckDB's run on with context), for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

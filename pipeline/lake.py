@@ -25,7 +25,7 @@ from typing import Any, Iterator
 
 import duckdb
 
-from pipeline.errors import ConfigError, DiskError, command_hint
+from pipeline.errors import ConfigError, DiskError, command_hint, first_line
 from pipeline.lease import Lease
 from pipeline.sqlfiles import MIGRATIONS_TABLE, read_sql
 from pipeline.store import Published, lock_is_free, transaction
@@ -172,7 +172,7 @@ class LakeStore:
             return self._lease
         from pipeline.state import RunLock
 
-        return RunLock(Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}"))
+        return RunLock(self._lock_file_base)
 
     def open(self) -> duckdb.DuckDBPyConnection:
         conn = self.connect(read_only=False)
@@ -252,9 +252,14 @@ class LakeStore:
         except duckdb.Error as exc:
             conn.close()
             if not _missing(exc):
-                raise DiskError(f"cannot attach the lake: {_first_line(exc)}") from None
+                raise DiskError(f"cannot attach the lake: {first_line(exc)}") from None
             raise DiskError(f"{self.path} does not exist yet (run `{command_hint('sync')}` first)") from None
         return conn
+
+    @property
+    def _lock_file_base(self) -> Path:
+        """Beside a SQLite catalog, one lock file per schema: ``<catalog file>.<schema>.lock``."""
+        return Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}")
 
     @property
     def is_s3(self) -> bool:
@@ -340,7 +345,7 @@ class LakeStore:
     def writer(self) -> str | None:
         """Who writes the schema now: its lease's holder and until when, or None."""
         if not self.catalog.startswith("postgres:"):
-            free = lock_is_free(Path(f"{self.catalog.removeprefix('sqlite:')}.{self.schema}"))
+            free = lock_is_free(self._lock_file_base)
             return None if free else "a run on this machine (lock file)"
         held = Lease(self.catalog.removeprefix("postgres:"), self.schema, self.lease_s, self._bare).peek()
         return f"{held[0]}, lease until {held[2]}" if held is not None and held[1] else None
@@ -416,7 +421,3 @@ def _missing(exc: duckdb.Error) -> bool:
         words in text for words in ("unable to open database file", "creating a new DuckLake is explicitly disabled")
     )
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

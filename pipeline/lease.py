@@ -24,7 +24,7 @@ from typing import Any
 
 import duckdb
 
-from pipeline.errors import DiskError, LockHeldError
+from pipeline.errors import DiskError, LockHeldError, first_line
 from pipeline.sqlfiles import read_sql
 
 log = logging.getLogger("callsync.lease")
@@ -74,7 +74,7 @@ class Lease:
         try:
             self._execute("lease_release")
         except duckdb.Error as exc:  # it expires by itself
-            log.warning("could not release the lease on lake schema %s: %s", self.schema, _first_line(exc))
+            log.warning("could not release the lease on lake schema %s: %s", self.schema, first_line(exc))
         finally:
             self._close()
 
@@ -109,7 +109,7 @@ class Lease:
             conn.execute(f"ATTACH IF NOT EXISTS {pg_literal(self.conninfo)} AS {PG_ALIAS} (TYPE postgres)")
         except duckdb.Error as exc:
             conn.close()
-            raise DiskError(f"lake catalog unreachable: {_first_line(exc)}") from None
+            raise DiskError(f"lake catalog unreachable: {first_line(exc)}") from None
         return conn
 
     def _create_table(self) -> None:
@@ -134,7 +134,7 @@ class Lease:
                     self.lost = f"another run ({holder}) took the lease on lake schema {self.schema}"
                     return
             except duckdb.Error as exc:  # PostgreSQL away for a moment: check() decides when it is too long
-                log.warning("could not renew the lease on lake schema %s: %s", self.schema, _first_line(exc))
+                log.warning("could not renew the lease on lake schema %s: %s", self.schema, first_line(exc))
 
     def _sql(self, name: str, **values: Any) -> str:
         literals = {"schema": pg_literal(self.schema), "holder": pg_literal(self.holder)}
@@ -156,7 +156,3 @@ class Lease:
             self._conn.close()
             self._conn = None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -43,7 +43,7 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import duckdb
 
-from pipeline.errors import CallsyncError, DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint
+from pipeline.errors import CallsyncError, DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint, first_line
 
 WORKING_DIR = ".callsync"
 PUBLISH_PREFIX = ".callsync-publish-"  # the new symlink, in path's folder, before its rename
@@ -159,7 +159,7 @@ class FileStore:
             _copy_database_into(conn, temp, then)
         except duckdb.Error as exc:
             _remove(temp)
-            raise DiskError(f"{self.working}: could not rewrite the database: {_first_line(exc)}") from None
+            raise DiskError(f"{self.working}: could not rewrite the database: {first_line(exc)}") from None
         finally:
             conn.close()
         try:
@@ -208,7 +208,7 @@ class FileStore:
         try:
             return duckdb.connect(str(self.working))
         except duckdb.Error as exc:
-            raise DiskError(f"{self.working}: {_first_line(exc)}") from None
+            raise DiskError(f"{self.working}: {first_line(exc)}") from None
 
     @contextmanager
     def session(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -448,7 +448,7 @@ _NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 def _publish_error(path: Path, working: Path, exc: BaseException) -> CallsyncError:
     if isinstance(exc, duckdb.OutOfMemoryException) or is_out_of_memory(exc):
         return DatabaseMemoryError(
-            f"database ran out of memory: {_first_line(exc)} (raise [database] memory_limit);"
+            f"database ran out of memory: {first_line(exc)} (raise [database] memory_limit);"
             f" {path.name} still holds the previous snapshot"
         )
     no_space = (isinstance(exc, OSError) and exc.errno in _NO_SPACE) or any(
@@ -460,12 +460,12 @@ def _publish_error(path: Path, working: Path, exc: BaseException) -> CallsyncErr
             f"{path}: could not publish, no space left in {path.parent.absolute()} (publishing needs another"
             f" {size / 1e6:.0f} MB); the working database is intact and {path.name} still holds the previous snapshot"
         )
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else first_line(exc)
     return DiskError(f"{path}: could not publish: {reason}; {path.name} still holds the previous snapshot")
 
 
 def _read_error(path: Path, exc: BaseException) -> BaseException:
-    message = _first_line(exc)
+    message = first_line(exc)
     if "lock" in message.lower():
         return DatabaseLockedError(
             f"{path}: another process holds it read-write (an analyst's session?): "
@@ -475,7 +475,3 @@ def _read_error(path: Path, exc: BaseException) -> BaseException:
         return DiskError(f"{path}.wal was left by another session and does not belong to this snapshot: {message}")
     return DiskError(f"{path}: {message}")
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
