@@ -1,10 +1,10 @@
 """Benchmark callsync's fixed costs: `callsync query "select 1"` start-up, and a 100-call
 backfill (imports, migrations, opening, publishing and closing the database).
 
-Runs whatever `python -m pipeline` the running interpreter finds, so the same script
-measures another checkout side by side (A B A B):
-    uv run python bench/startup.py
-    /path/to/other/checkout/.venv/bin/python bench/startup.py
+Runs whatever `python -m pipeline` the running interpreter finds. `--against` names another
+checkout's interpreter: its runs alternate with ours, one by one (A B A B), against the same
+sandbox, so a noisy host weighs on both alike:
+    uv run python bench/startup.py --against /path/to/other/checkout/.venv/bin/python
 
 Prints the median and the range of wall and CPU seconds over --runs runs. Bytecode must
 be cached (run once first; CI compiles it with UV_COMPILE_BYTECODE=1).
@@ -29,6 +29,7 @@ TOKEN = "sandbox-token"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--against", help="another checkout's python: its runs alternate with ours")
     args = parser.parse_args()
     env = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
     env["CALLSYNC_TOKEN"] = TOKEN
@@ -43,18 +44,28 @@ def main() -> None:
             (workdir / "callsync.toml").write_text(f'[api]\nbase_url = "{base_url}"\n[database]\npath = "fixed.duckdb"\n')
             today = date.today()
             backfill = ["backfill", "--start", (today - timedelta(days=9)).isoformat(), "--end", today.isoformat(), "--no-media"]
-            run(backfill, workdir, env)  # a database to query, and bytecode cached
+            pythons = {"this": sys.executable, **({"against": args.against} if args.against else {})}
+            for python in pythons.values():
+                run(python, backfill, workdir, env)  # a database to query, and bytecode cached
             query = ["query", "--database", str(workdir / "fixed.duckdb"), "select 1", "--format", "csv"]
-            report("query 'select 1'", [run(query, workdir, env) for _ in range(args.runs)])
-            report("100-call backfill", [run(backfill + ["--force"], workdir, env) for _ in range(args.runs)])
+            for label, command in (("query 'select 1'", query), ("100-call backfill", backfill + ["--force"])):
+                runs = {name: [] for name in pythons}
+                for _ in range(args.runs):
+                    for name, python in pythons.items():
+                        runs[name].append(run(python, command, workdir, env))
+                for name in pythons:
+                    report(f"{label} ({name}: {pythons[name]})", runs[name])
+                if args.against:
+                    ratio = statistics.median(w for w, _ in runs["this"]) / statistics.median(w for w, _ in runs["against"])
+                    print(f"{label}: this / against = {ratio:.2f} (wall medians)")
         finally:
             sandbox.terminate()
             sandbox.wait()
 
 
-def run(command: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, float]:
+def run(python: str, command: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, float]:
     started = time.monotonic()
-    process = subprocess.Popen([sys.executable, "-m", "pipeline", *command], cwd=workdir, env=env,
+    process = subprocess.Popen([python, "-m", "pipeline", *command], cwd=workdir, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
