@@ -22,6 +22,7 @@ import socket
 from dataclasses import dataclass
 from enum import IntEnum
 
+from pipeline import tls  # noqa: F401  first: it imports aiohttp (see there)
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 

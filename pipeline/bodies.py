@@ -12,6 +12,7 @@ from __future__ import annotations
 import zlib
 from typing import Callable, Iterator
 
+from pipeline import tls  # noqa: F401  first: it imports aiohttp (see there)
 import aiohttp
 
 from pipeline.errors import ApiError, BodyTooLargeError, RetryableApiError

@@ -29,6 +29,7 @@ from datetime import date
 from typing import IO, TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 from urllib.parse import quote
 
+from pipeline import tls  # first: it imports aiohttp (see there)
 import aiohttp
 from pydantic import SecretStr, ValidationError
 from yarl import URL
@@ -37,6 +38,7 @@ from pipeline.addresses import AddressGuard, GuardedResolver, Reach
 from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
+    CallsyncError,
     ApiTimeoutError,
     AuthError,
     ConnectFailedError,
@@ -46,6 +48,8 @@ from pipeline.errors import (
     RetryableApiError,
     UncertainWriteError,
     UnsafeUrlError,
+    UntrustedApiError,
+    UntrustedCertificateError,
 )
 from pipeline.models import (
     Call,
@@ -146,6 +150,7 @@ class CallTrackingClient:
         )
         self._session: aiohttp.ClientSession | None = None
         self._guard: AddressGuard | None = None
+        self._tls_context = tls.verified_context_soon()
 
     def __repr__(self) -> str:
         return f"CallTrackingClient(base_url={str(self.base_url)!r})"
@@ -159,9 +164,13 @@ class CallTrackingClient:
             self.base_url.host or "", allow_private=self.options.allow_private_addresses,
             api_reach=self.options.api_reach, resolver=self.options.resolver,
         )
+        connector = aiohttp.TCPConnector(
+            limit=0, ttl_dns_cache=300, resolver=GuardedResolver(self._guard),
+            ssl=await asyncio.wrap_future(self._tls_context),  # never aiohttp's defaults (see pipeline.tls)
+        )
         self._session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=self.options.timeout_s),
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, resolver=GuardedResolver(self._guard)),
+            connector=connector,
             headers={"User-Agent": self.options.user_agent, "Accept": "application/json",
                      "Accept-Encoding": "gzip, deflate"},
             # Bodies are inflated by pipeline.bodies, within a cap: never by aiohttp, unbounded.
@@ -450,6 +459,8 @@ class CallTrackingClient:
                         continue
                     await self._raise_for_status(method, response)
                     return await consume(response)
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise self._untrusted(url, exc) from None
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:  # before sending
                 reason = "connect timeout" if isinstance(exc, asyncio.TimeoutError) else str(exc)  # its text has the query
                 self._note_failure(exc, f"{method} {_describe(url)}: {reason}")
@@ -460,6 +471,12 @@ class CallTrackingClient:
                 error = ApiTimeoutError if isinstance(exc, asyncio.TimeoutError) else RetryableApiError
                 raise error(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
         raise ApiError(f"{method} {_describe(url)}: more than {MAX_REDIRECTS} redirects", url=_describe(url))
+
+    def _untrusted(self, url: URL, exc: aiohttp.ClientConnectorCertificateError) -> CallsyncError:
+        reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
+        message = (f"{_describe(url)}: TLS certificate not trusted ({reason}); callsync trusts the system's"
+                   " CA certificates, or the file SSL_CERT_FILE names")
+        return UntrustedApiError(message) if self._is_api_origin(url) else UntrustedCertificateError(message, url=_describe(url))
 
     def _note_answer(self, response: aiohttp.ClientResponse) -> None:
         if response.status >= 500:

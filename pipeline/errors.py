@@ -15,9 +15,11 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── UncertainWriteError           a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
+    │   ├── UntrustedCertificateError     a host's TLS certificate failed verification
     │   └── BodyTooLargeError             a body over its cap ([api]/[media] max_*_mb)
     ├── RunStopped                        the whole run stops; no window or job catches it
     │   ├── ApiUnreachableError        1  the API is gone (circuit breaker)
+    │   ├── UntrustedApiError          1  the API's own TLS certificate failed verification
     │   └── RunInterrupted       130/143  SIGINT/SIGTERM: the run stopped taking new work
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
@@ -101,6 +103,14 @@ class ApiUnreachableError(RunStopped):
 
 class UnsafeUrlError(ApiError):
     pass
+
+
+class UntrustedCertificateError(ApiError):
+    """Not retried: sending again will not make the certificate trusted."""
+
+
+class UntrustedApiError(RunStopped):
+    """The API's own certificate: every request would fail the same way, so the run stops."""
 
 
 class BodyTooLargeError(ApiError):

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import random
 import re
+import ssl
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -452,27 +453,29 @@ class Sandbox:
         return self.log.records
 
 
-async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, str]:
+async def _serve(app: web.Application, host: str, port: int, tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
+    await web.TCPSite(runner, host, port, ssl_context=tls).start()
     bound_port = runner.addresses[0][1]
     url_host = "127.0.0.1" if host in ("0.0.0.0", "") else f"[{host}]" if ":" in host else host
-    return runner, f"http://{url_host}:{bound_port}"
+    return runner, f"{'https' if tls else 'http'}://{url_host}:{bound_port}"
 
 
 @asynccontextmanager
 async def run_sandbox(data: SandboxData | None = None, faults: Faults | None = None, host: str = "127.0.0.1",
-                      port: int = 0, storage_port: int = 0, storage_host: str | None = None) -> AsyncIterator[Sandbox]:
-    """Serve the API host and the storage host (on ``host`` too unless ``storage_host``) until the block exits."""
+                      port: int = 0, storage_port: int = 0, storage_host: str | None = None,
+                      tls: ssl.SSLContext | None = None) -> AsyncIterator[Sandbox]:
+    """Serve the API host and the storage host (on ``host`` too unless ``storage_host``) until the block exits;
+    over HTTPS with ``tls`` (a server context: the tests' own certificate authority)."""
     data = data or SandboxData.generate()
     faults = faults or Faults()
     log, rng = RequestLog(), random.Random(f"faults-{data.seed}")
     storage_runner, storage_url = await _serve(build_storage_app(data, faults, log=log, rng=rng),
-                                               storage_host or host, storage_port)
+                                               storage_host or host, storage_port, tls)
     try:
         api_app = build_api_app(data, faults, lambda: storage_url, log=log, rng=rng)
-        api_runner, base_url = await _serve(api_app, host, port)
+        api_runner, base_url = await _serve(api_app, host, port, tls)
         try:
             data.base_url = base_url
             yield Sandbox(base_url, storage_url, data, faults, log)
