@@ -38,9 +38,9 @@ from pipeline.addresses import AddressGuard, GuardedResolver, Reach
 from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
-    CallsyncError,
     ApiTimeoutError,
     AuthError,
+    CallsyncError,
     ConnectFailedError,
     MalformedListingError,
     NotFoundError,

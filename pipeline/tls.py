@@ -54,7 +54,7 @@ def verified_context_soon() -> Future[ssl.SSLContext]:
     def build() -> None:
         try:
             future.set_result(verified_context())
-        except BaseException as exc:  # e.g. SSL_CERT_FILE names a file that is not PEM
+        except BaseException as exc:  # handed to whoever awaits the context
             future.set_exception(exc)
 
     threading.Thread(target=build, name="callsync-tls", daemon=True).start()
