@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import ssl
 import sys
-import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 
 
 def _import_aiohttp() -> None:
@@ -49,13 +48,8 @@ def verified_context() -> ssl.SSLContext:
 def verified_context_soon() -> Future[ssl.SSLContext]:
     """``verified_context()``, built in a thread: loading the CAs lets go of the GIL, so it
     runs beside the run's other start-up work."""
-    future: Future[ssl.SSLContext] = Future()
-
-    def build() -> None:
-        try:
-            future.set_result(verified_context())
-        except BaseException as exc:  # handed to whoever awaits the context
-            future.set_exception(exc)
-
-    threading.Thread(target=build, name="callsync-tls", daemon=True).start()
-    return future
+    builder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callsync-tls")
+    try:
+        return builder.submit(verified_context)
+    finally:
+        builder.shutdown(wait=False)  # the thread ends once the context is built
