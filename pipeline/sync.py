@@ -64,7 +64,7 @@ class Progress:
 NO_PROGRESS = Progress()
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a misspelt or unknown field fails loudly, never vanishes from the record
 class RunSummary:
     run_id: str
     command: str

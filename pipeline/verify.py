@@ -83,7 +83,7 @@ async def verify(
         first, last = verify_range(settings, start, end, await writer.run(_first_committed_day))
         held = await writer.run(partial(_held_per_day, start=first, end=last))
         windows = verify_windows(first, last, held, settings.sync.per_page, settings.sync.window_days)
-        summary.windows_planned = report.windows = len(windows)
+        report.windows = len(windows)
         progress.plan(len(windows))
         fetcher = WindowFetcher(
             client,
