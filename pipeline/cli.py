@@ -319,6 +319,9 @@ def compact(config_path, log_format, verbose) -> None:
 @click.option("--rate-limit", type=float, help="Requests per second per token; over it: 429 + Retry-After.")
 @click.option("--drift-rate", default=0.0, show_default=True, help="Chance a listing sees a late call land in its window.")
 @click.option("--redirect-recordings", is_flag=True, help="Serve recordings through a 302 to the storage host.")
+@click.option("--fault", "fault_settings", multiple=True, metavar="NAME=VALUE",
+              help="Any other fault knob (repeatable), e.g. --fault cut_recordings=true --fault fault_day=2026-11-30;"
+                   " GET /_admin/faults lists the names.")
 @click.option("--today", callback=parse_date, help="Last day of the data, YYYY-MM-DD (default: today, UTC).")
 @click.option(
     "--now", callback=lambda _ctx, param, value: _parse_moment(value, param),
@@ -327,7 +330,7 @@ def compact(config_path, log_format, verbose) -> None:
 @click.option("--stop-on-eof", is_flag=True, hidden=True, help="Stop when standard input closes (for a parent process).")
 def sandbox(
     host, port, storage_port, seed, calls, days, latency_ms, error_rate, drop_rate, rate_limit, drift_rate,
-    redirect_recordings, today, now, stop_on_eof,
+    redirect_recordings, fault_settings, today, now, stop_on_eof,
 ):
     """Serve an offline copy of the vendor API, with fault knobs, until Ctrl-C."""
     from pipeline import sandbox as vendor
@@ -341,9 +344,12 @@ def sandbox(
         redirect_recordings=redirect_recordings,
     )
     try:
+        faults.update(**dict(vendor.parse_fault_assignment(setting) for setting in fault_settings))
         data = vendor.SandboxData.generate(seed=seed, calls=calls, days=days, today=today, now=now)
     except ValueError as exc:
         raise UsageError(f"sandbox: {exc}") from None
+
+    unset_faults = vendor.Faults().as_dict()
 
     async def serve() -> None:
         async with contextlib.AsyncExitStack() as stack:
@@ -355,6 +361,8 @@ def sandbox(
                 raise CallsyncError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
             click.echo(f"sandbox: {data.calls_total} calls over {days} days (seed {seed}) at {running.base_url}")
             click.echo(f"storage host: {running.storage_url}")
+            if knobs_set := {name: value for name, value in faults.as_dict().items() if value != unset_faults[name]}:
+                click.echo("faults: " + ", ".join(f"{name}={json.dumps(value)}" for name, value in knobs_set.items()))
             click.echo("tokens: " + ", ".join(f"{token} ({' '.join(sorted(scopes)) or 'no scopes'})" for token, scopes in vendor.TOKENS.items()))
             click.echo(f'try: curl -H "Authorization: Bearer sandbox-token" "{running.base_url}/api/call-tracking/calls?per_page=2"')
             click.echo(f'config: [api] base_url = "{running.base_url}"  and  export CALLSYNC_TOKEN=sandbox-token')

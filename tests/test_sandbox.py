@@ -8,12 +8,14 @@ import re
 import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
 
 import aiohttp
 import numpy as np
 import pytest
 
 from pipeline.sandbox import TOKENS, Faults, SandboxData, run_sandbox
+from tests.conftest import run_cli, start_cli
 
 API = "/api/call-tracking"
 CALL_FIELDS = [
@@ -596,3 +598,37 @@ def test_generating_a_million_calls_is_fast():
     print(f"\ngenerate 1M/365d: {generation:.2f}s; 100-row page: {page * 1000:.2f}ms")
     assert 990_000 < data.calls_total <= 1_000_000 and len(rows) == 100 and total > 30_100
     assert generation < 20 and page < 0.1
+
+
+async def test_the_sandbox_command_sets_any_fault_knob():
+    process = await start_cli(
+        "sandbox", "--port", "0", "--calls", "50", "--days", "3", "--stop-on-eof",
+        "--fault", "cut_recordings=true", "--fault", "fault_day=2026-11-30", "--fault", "rate_burst=3",
+        "--fault", "drop_after_post_rate=0.25", "--fault", "calls_shape=array",
+        cwd=Path.cwd(), stdin=asyncio.subprocess.PIPE,
+    )
+    try:
+        lines = []
+        while not (lines and lines[-1].startswith("faults: ")):
+            lines.append((await process.stdout.readline()).decode().strip())
+        assert lines[-1] == ('faults: rate_burst=3, drop_after_post_rate=0.25, cut_recordings=true,'
+                             ' fault_day="2026-11-30", calls_shape="array"')
+        base_url = re.search(r"at (http://\S+)$", lines[0]).group(1)
+        async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_admin/stats") as answer:
+            faults = (await answer.json())["faults"]
+        assert faults | {"cut_recordings": True, "fault_day": "2026-11-30", "rate_burst": 3,
+                         "drop_after_post_rate": 0.25, "calls_shape": "array"} == faults
+    finally:
+        process.stdin.close()
+        await process.wait()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("nonsense=1", "sandbox: unknown fault fields: nonsense"),
+    ("cut_recordings=maybe", "sandbox: cut_recordings: 'maybe' is not a number, true, false or null"),
+    ("cut_recordings", "sandbox: 'cut_recordings' is not NAME=VALUE"),
+    ("fault_day=tomorrow", "sandbox: fault_day must be a date as YYYY-MM-DD or null"),
+])
+async def test_a_bad_fault_knob_is_one_line_and_exit_2(tmp_path, setting, message):
+    result = await run_cli("sandbox", "--port", "0", "--fault", setting, cwd=tmp_path)
+    assert (result.code, result.stderr) == (2, f"callsync: error: {message}\n"), result.stderr

@@ -1,6 +1,7 @@
 """Offline sandbox of the vendor's Call Tracking API: deterministic data, fault injection, two hosts."""
 
 from .data import SandboxData
+from .faults import parse_assignment as parse_fault_assignment
 from .server import (
     TOKENS,
     Faults,
@@ -18,6 +19,7 @@ __all__ = [
     "Sandbox",
     "SandboxData",
     "build_api_app",
+    "parse_fault_assignment",
     "build_storage_app",
     "run_sandbox",
 ]

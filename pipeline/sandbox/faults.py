@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, fields
 from datetime import date
@@ -81,6 +82,22 @@ class Faults:
         return asdict(self)
 
 
+def parse_assignment(text: str) -> tuple[str, object]:
+    """`NAME=VALUE` from the command line. A text knob (a day, a call id, an origin, a
+    shape) takes the text as it is, or null; any other value is read as JSON (true, 0.2,
+    null). Faults.update checks the result."""
+    name, equals, raw = text.partition("=")
+    name = name.strip()
+    if not equals or not name:
+        raise ValueError(f"{text!r} is not NAME=VALUE")
+    if name in _TEXT_KNOBS + _SHAPE_KNOBS + ("listing_fault_day",):
+        return name, None if raw == "null" else raw
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        raise ValueError(f"{name}: {raw!r} is not a number, true, false or null") from None
+
+
 _HOSTILE_FLAGS = ("gzip_recordings", "userinfo_urls", "endless_recordings")
 _SHAPE_KNOBS = ("numbers_shape", "flows_shape", "calls_shape", "transcript_shape")
 _TEXT_KNOBS = ("fault_day", "fault_call", "media_url_host")
@@ -96,9 +113,17 @@ def _checked_hostile(name: str, value):
     elif value is not None and not isinstance(value, str):
         raise ValueError(f"{name} must be a string or null")
     elif name == "fault_day" and value is not None:
-        date.fromisoformat(value)
+        _checked_day(name, value)
     elif name == "media_url_host" and value is not None and not value.startswith(("http://", "https://")):
         raise ValueError("media_url_host must be an http(s) origin")
+    return value
+
+
+def _checked_day(name: str, value) -> str:
+    try:
+        date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a date as YYYY-MM-DD or null") from None
     return value
 
 
@@ -106,12 +131,7 @@ def _checked(name: str, value):
     if name in _HOSTILE_FLAGS + _SHAPE_KNOBS + _TEXT_KNOBS:
         return _checked_hostile(name, value)
     if name == "listing_fault_day":
-        if value is not None:
-            try:
-                date.fromisoformat(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"{name} must be a date as YYYY-MM-DD or null") from None
-        return value
+        return value if value is None else _checked_day(name, value)
     if name in _FLAGS or name in _LISTING_FLAGS:
         if not isinstance(value, bool):
             raise ValueError(f"{name} must be true or false")
