@@ -6,8 +6,10 @@ checkout's interpreter: its runs alternate with ours, one by one (A B A B), agai
 sandbox, so a noisy host weighs on both alike:
     uv run python bench/startup.py --against /path/to/other/checkout/.venv/bin/python
 
-Prints the median and the range of wall and CPU seconds over --runs runs. Bytecode must
-be cached (run once first; CI compiles it with UV_COMPILE_BYTECODE=1).
+Prints the median and the range of wall and CPU seconds over --runs runs, and, beside the
+backfill, for a bare interpreter that only imports the libraries a run needs (the floor,
+interleaved too). Bytecode must be cached (run once first; CI compiles it with
+UV_COMPILE_BYTECODE=1).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 TOKEN = "sandbox-token"
+# What every run command imports: run alone, the floor under any run's start-up.
+LIBRARIES = "asyncio, click, aiohttp, duckdb, pyarrow, pydantic"
 
 
 def main() -> None:
@@ -46,15 +50,20 @@ def main() -> None:
             backfill = ["backfill", "--start", (today - timedelta(days=9)).isoformat(), "--end", today.isoformat(), "--no-media"]
             pythons = {"this": sys.executable, **({"against": args.against} if args.against else {})}
             for python in pythons.values():
-                run(python, backfill, workdir, env)  # a database to query, and bytecode cached
+                run([python, "-m", "pipeline", *backfill], workdir, env)  # a database to query, and bytecode cached
             query = ["query", "--database", str(workdir / "fixed.duckdb"), "select 1", "--format", "csv"]
             for label, command in (("query 'select 1'", query), ("100-call backfill", backfill + ["--force"])):
                 runs = {name: [] for name in pythons}
+                floor = []
                 for _ in range(args.runs):
                     for name, python in pythons.items():
-                        runs[name].append(run(python, command, workdir, env))
+                        runs[name].append(run([python, "-m", "pipeline", *command], workdir, env))
+                    if command is not query:  # `query` needs none of aiohttp, pyarrow, pydantic
+                        floor.append(run([sys.executable, "-c", f"import {LIBRARIES}"], workdir, env))
                 for name in pythons:
                     report(f"{label} ({name}: {pythons[name]})", runs[name])
+                if floor:
+                    report(f"floor of a run (importing {LIBRARIES}, nothing else)", floor)
                 if args.against:
                     ratio = statistics.median(w for w, _ in runs["this"]) / statistics.median(w for w, _ in runs["against"])
                     print(f"{label}: this / against = {ratio:.2f} (wall medians)")
@@ -63,14 +72,13 @@ def main() -> None:
             sandbox.wait()
 
 
-def run(python: str, command: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, float]:
+def run(argv: list[str], workdir: Path, env: dict[str, str]) -> tuple[float, float]:
     started = time.monotonic()
-    process = subprocess.Popen([python, "-m", "pipeline", *command], cwd=workdir, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(process.pid, 0)
     wall = time.monotonic() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"callsync {' '.join(command)} failed: {process.stderr.read().decode()}")
+        raise SystemExit(f"{' '.join(argv)} failed: {process.stderr.read().decode()}")
     return wall, usage.ru_utime + usage.ru_stime
 
 
