@@ -320,7 +320,7 @@ def compact(config_path, log_format, verbose) -> None:
 @click.option("--drift-rate", default=0.0, show_default=True, help="Chance a listing sees a late call land in its window.")
 @click.option("--redirect-recordings", is_flag=True, help="Serve recordings through a 302 to the storage host.")
 @click.option("--fault", "fault_settings", multiple=True, metavar="NAME=VALUE",
-              help="Any other fault knob (repeatable), e.g. --fault cut_recordings=true --fault fault_day=2026-11-30;"
+              help="Any fault knob (repeatable), e.g. --fault cut_recordings=true --fault fault_day=2026-11-30;"
                    " GET /_admin/faults lists the names.")
 @click.option("--today", callback=parse_date, help="Last day of the data, YYYY-MM-DD (default: today, UTC).")
 @click.option(

@@ -19,7 +19,7 @@ __all__ = [
     "Sandbox",
     "SandboxData",
     "build_api_app",
-    "parse_fault_assignment",
     "build_storage_app",
+    "parse_fault_assignment",
     "run_sandbox",
 ]
