@@ -609,10 +609,12 @@ async def test_the_sandbox_command_sets_any_fault_knob():
     )
     try:
         lines = []
-        while not (lines and lines[-1].startswith("faults: ")):
-            lines.append((await process.stdout.readline()).decode().strip())
-        assert lines[-1] == ('faults: rate_burst=3, drop_after_post_rate=0.25, cut_recordings=true,'
-                             ' fault_day="2026-11-30", calls_shape="array"')
+        while not (lines and lines[-1].startswith("config: ")):  # the last line it prints
+            line = await process.stdout.readline()
+            assert line, f"the sandbox stopped: {lines} {(await process.stderr.read()).decode()}"
+            lines.append(line.decode().strip())
+        assert ('faults: rate_burst=3, drop_after_post_rate=0.25, cut_recordings=true,'
+                ' fault_day="2026-11-30", calls_shape="array"') in lines
         base_url = re.search(r"at (http://\S+)$", lines[0]).group(1)
         async with aiohttp.ClientSession() as session, session.get(f"{base_url}/_admin/stats") as answer:
             faults = (await answer.json())["faults"]
