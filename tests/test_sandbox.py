@@ -8,7 +8,6 @@ import re
 import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
-from pathlib import Path
 
 import aiohttp
 import numpy as np
@@ -600,12 +599,12 @@ def test_generating_a_million_calls_is_fast():
     assert generation < 20 and page < 0.1
 
 
-async def test_the_sandbox_command_sets_any_fault_knob():
+async def test_the_sandbox_command_sets_any_fault_knob(tmp_path):
     process = await start_cli(
         "sandbox", "--port", "0", "--calls", "50", "--days", "3", "--stop-on-eof",
         "--fault", "cut_recordings=true", "--fault", "fault_day=2026-11-30", "--fault", "rate_burst=3",
         "--fault", "drop_after_post_rate=0.25", "--fault", "calls_shape=array",
-        cwd=Path.cwd(), stdin=asyncio.subprocess.PIPE,
+        cwd=tmp_path, stdin=asyncio.subprocess.PIPE,
     )
     try:
         lines = []
