@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import time
 from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 
@@ -587,16 +586,13 @@ def test_add_calls_and_ready_transcripts():
     assert became_ready and not any(data.transcript_pending(i) for i in became_ready)
 
 
-def test_generating_a_million_calls_is_fast():
-    started = time.perf_counter()
+def test_a_million_calls_are_generated_and_served_deep_into_a_range():
+    # How fast: bench/sandbox.py prints it (a test asserts what, not how long).
     data = SandboxData.generate(seed=1, calls=1_000_000, days=365)
-    generation = time.perf_counter() - started
-    started = time.perf_counter()
     rows, total = data.query_calls(data.today - timedelta(days=200), data.today, offset=30_000, limit=100)
-    page = time.perf_counter() - started
-    print(f"\ngenerate 1M/365d: {generation:.2f}s; 100-row page: {page * 1000:.2f}ms")
     assert 990_000 < data.calls_total <= 1_000_000 and len(rows) == 100 and total > 30_100
-    assert generation < 20 and page < 0.1
+    started_at = [row["started_at"] for row in rows]
+    assert started_at == sorted(started_at)
 
 
 async def test_the_sandbox_command_sets_any_fault_knob(tmp_path):
