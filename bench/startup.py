@@ -7,8 +7,10 @@ sandbox, so a noisy host weighs on both alike:
     uv run python bench/startup.py --against /path/to/other/checkout/.venv/bin/python
 
 Prints the median and the range of wall and CPU seconds over --runs runs, and, beside the
-backfill, for a bare interpreter that only imports the libraries a run needs (the floor,
-interleaved too). Bytecode must be cached (run once first; CI compiles it with
+backfill, two floors, interleaved too: an interpreter that only imports the libraries a run
+needs, plainly; and one that imports them the way a run does (NumPy kept out, the
+collector off, aiohttp without its CA loading), which is the floor under a run's start-up:
+what a run costs above it is callsync's own modules and its work in DuckDB. Bytecode must be cached (run once first; CI compiles it with
 UV_COMPILE_BYTECODE=1).
 """
 
@@ -26,8 +28,19 @@ from datetime import date, timedelta
 from pathlib import Path
 
 TOKEN = "sandbox-token"
-# What every run command imports: run alone, the floor under any run's start-up.
+# What every run command imports.
 LIBRARIES = "asyncio, click, aiohttp, duckdb, pyarrow, pydantic"
+FLOORS = {
+    f"floor: importing {LIBRARIES}, plainly": f"import {LIBRARIES}",
+    "floor: importing them as a run does, nothing else": (
+        "import os; os.environ.setdefault('PYDANTIC_DISABLE_PLUGINS', '__all__')\n"
+        "from pipeline.cli import _keep_numpy_out, _loading\n"
+        "_keep_numpy_out()\n"
+        "with _loading():\n"
+        "    import asyncio, duckdb, pyarrow.json, pipeline.tls\n"
+        "    from pydantic import BaseModel, TypeAdapter\n"
+    ),
+}
 
 
 def main() -> None:
@@ -54,16 +67,18 @@ def main() -> None:
             query = ["query", "--database", str(workdir / "fixed.duckdb"), "select 1", "--format", "csv"]
             for label, command in (("query 'select 1'", query), ("100-call backfill", backfill + ["--force"])):
                 runs = {name: [] for name in pythons}
-                floor = []
+                floors = {label: [] for label in FLOORS}
                 for _ in range(args.runs):
                     for name, python in pythons.items():
                         runs[name].append(run([python, "-m", "pipeline", *command], workdir, env))
                     if command is not query:  # `query` needs none of aiohttp, pyarrow, pydantic
-                        floor.append(run([sys.executable, "-c", f"import {LIBRARIES}"], workdir, env))
+                        for floor, code in FLOORS.items():
+                            floors[floor].append(run([sys.executable, "-c", code], workdir, env))
                 for name in pythons:
                     report(f"{label} ({name}: {pythons[name]})", runs[name])
-                if floor:
-                    report(f"floor of a run (importing {LIBRARIES}, nothing else)", floor)
+                for floor, runs_of_floor in floors.items():
+                    if runs_of_floor:
+                        report(floor, runs_of_floor)
                 if args.against:
                     ratio = statistics.median(w for w, _ in runs["this"]) / statistics.median(w for w, _ in runs["against"])
                     print(f"{label}: this / against = {ratio:.2f} (wall medians)")
