@@ -224,6 +224,9 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
         assert not [file for file in files if file.is_file() and number.encode() in file.read_bytes()]
 
     assert_forgotten()
+    # The rewrite (a fresh copy of the contents) keeps what the schema says of itself.
+    assert scalar(database, "SELECT comment FROM duckdb_tables() WHERE table_name = 'tombstones'")
+    assert scalar(database, "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'calls' AND comment IS NULL") == 0
     [(kind, forgotten_calls, files, detail)] = rows(database, "SELECT kind, calls, files, detail FROM forget_audit")
     assert (kind, forgotten_calls, files) == ("forget", 1, 1)
     assert number not in detail and recorded["id"] not in detail

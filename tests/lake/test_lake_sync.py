@@ -93,7 +93,10 @@ async def test_backfill_sync_and_media_into_a_lake_equal_the_sandbox_and_a_file(
         assert status.code == 0, status.stderr
         named = await run_cli("query", "daily_calls", "--format", "csv", cwd=tmp_path / "lake")
         on_file = await run_cli("query", "daily_calls", "--format", "csv", cwd=tmp_path / "file")
+        schema = await run_cli("query", "schema", "--format", "csv", cwd=tmp_path / "lake")
+        schema_on_file = await run_cli("query", "schema", "--format", "csv", cwd=tmp_path / "file")
     assert named.code == 0 and named.stdout == on_file.stdout  # the named queries, unchanged
+    assert schema.code == 0 and schema.stdout == schema_on_file.stdout  # the same tables, columns and comments
 
     with lake(pg_catalog, str(tmp_path / "data")).read_only() as conn:
         assert_same_calls(conn, small_data)
