@@ -27,7 +27,7 @@ COMMENT ON COLUMN calls.first_synced_at IS 'When callsync first stored the call.
 COMMENT ON COLUMN calls.last_synced_at IS 'When a listing last included the call.';
 COMMENT ON COLUMN calls.last_changed_at IS 'When callsync last stored a change to one of its fields.';
 
-COMMENT ON TABLE tracking_numbers IS 'One row per tracking number of the account, refreshed by every run; deleted_at is set when it disappears upstream.';
+COMMENT ON TABLE tracking_numbers IS 'One row per tracking number of the account, refreshed by every sync and backfill; deleted_at is set when it disappears upstream.';
 COMMENT ON COLUMN tracking_numbers.id IS 'The number''s id at the vendor; unique.';
 COMMENT ON COLUMN tracking_numbers.phone_number IS 'The number, E.164 (what calls.tracking_number holds).';
 COMMENT ON COLUMN tracking_numbers.display_name IS 'The name given to the number, e.g. "Google Ads Pool - 1".';
@@ -41,7 +41,7 @@ COMMENT ON COLUMN tracking_numbers.first_synced_at IS 'When callsync first store
 COMMENT ON COLUMN tracking_numbers.last_synced_at IS 'When a listing last included the number.';
 COMMENT ON COLUMN tracking_numbers.deleted_at IS 'When a listing first lacked the number; NULL while it exists.';
 
-COMMENT ON TABLE call_flows IS 'One row per call flow (IVR, forwarding, voicemail) of the account, refreshed by every run.';
+COMMENT ON TABLE call_flows IS 'One row per call flow (IVR, forwarding, voicemail) of the account, refreshed by every sync and backfill.';
 COMMENT ON COLUMN call_flows.id IS 'The flow''s id at the vendor; unique.';
 COMMENT ON COLUMN call_flows.name IS 'The flow''s name.';
 COMMENT ON COLUMN call_flows.created_at IS 'When the flow was created.';
@@ -153,10 +153,10 @@ COMMENT ON COLUMN runs.refetches IS 'Windows read again because their data moved
 COMMENT ON COLUMN runs.requests IS 'HTTP requests made.';
 COMMENT ON COLUMN runs.retries IS 'Requests retried after an error.';
 COMMENT ON COLUMN runs.rate_limited IS 'Requests answered 429.';
-COMMENT ON COLUMN runs.summary IS 'The run''s whole summary, JSON (as `--summary-format json` prints it).';
+COMMENT ON COLUMN runs.summary IS 'All of the run''s figures, JSON: media, deletions, failures, elapsed_s (its `--summary-format json` fields).';
 COMMENT ON COLUMN runs.error IS 'Why it stopped, one line; NULL if it did not.';
 
-COMMENT ON TABLE sync_windows IS 'One row per committed listing window: its days, committed with its calls in one transaction. A re-run skips these days.';
+COMMENT ON TABLE sync_windows IS 'One row per committed listing window: its days, committed with its calls in one transaction. A backfill run again skips these days.';
 COMMENT ON COLUMN sync_windows.scope IS 'Empty for an unfiltered window, else the backfill''s filters (e.g. outcome=qualified).';
 COMMENT ON COLUMN sync_windows.window_start IS 'First day (UTC).';
 COMMENT ON COLUMN sync_windows.window_end IS 'Last day (UTC), inclusive.';
