@@ -10,8 +10,9 @@ Prints the median and the range of wall and CPU seconds over --runs runs, and, b
 backfill, two floors, interleaved too: an interpreter that only imports the libraries a run
 needs, plainly; and one that imports them the way a run does (NumPy kept out, the
 collector off, aiohttp without its CA loading), which is the floor under a run's start-up:
-what a run costs above it is callsync's own modules and its work in DuckDB. Bytecode must be cached (run once first; CI compiles it with
-UV_COMPILE_BYTECODE=1).
+what a run costs above it is callsync's own modules and its work in DuckDB.
+
+Bytecode must be cached (run once first; CI compiles it with UV_COMPILE_BYTECODE=1).
 """
 
 from __future__ import annotations
