@@ -65,7 +65,7 @@ def measure(calls: int, days: int, pages: int) -> dict:
     for offset in OFFSETS:
         for _ in range(pages):
             started = time.perf_counter()
-            rows, total = data.query_calls(data.today - timedelta(days=days), data.today, offset=offset, limit=100)
+            _, total = data.query_calls(data.today - timedelta(days=days), data.today, offset=offset, limit=100)
             elapsed = time.perf_counter() - started
             if offset < total:
                 page_ms.setdefault(str(offset), []).append(elapsed * 1000)

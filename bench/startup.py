@@ -34,8 +34,8 @@ LIBRARIES = "asyncio, click, aiohttp, duckdb, pyarrow, pydantic"
 FLOORS = {
     f"floor: importing {LIBRARIES}, plainly": f"import {LIBRARIES}",
     "floor: importing them as a run does, nothing else": (
-        "import os; os.environ.setdefault('PYDANTIC_DISABLE_PLUGINS', '__all__')\n"
-        "from pipeline.cli import _keep_numpy_out, _loading\n"
+        "from pipeline.cli import _keep_numpy_out, _loading, _tune_process\n"
+        "_tune_process()\n"
         "_keep_numpy_out()\n"
         "with _loading():\n"
         "    import asyncio, duckdb, pyarrow.json, pipeline.tls\n"

@@ -966,7 +966,8 @@ def main() -> None:
     os._exit(code or 0)
 
 
-def _main() -> None:
+def _tune_process() -> None:
+    """Before any library is imported (bench/startup.py's floor makes the same call)."""
     # The event loop thread is busy with parsing while the writer and file threads wake
     # up often: with the default 5 ms switch interval they fight over the GIL (tens of
     # futex calls per request). 50 ms made media downloads ~25% faster.
@@ -977,6 +978,10 @@ def _main() -> None:
     # pydantic looks for plugins in every installed package's entry points when it builds
     # its first validator (~5 ms of every run); callsync uses none.
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
+
+
+def _main() -> None:
+    _tune_process()
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
