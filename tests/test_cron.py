@@ -190,8 +190,15 @@ async def test_a_second_signal_stops_at_once_and_a_rerun_completes(tmp_path):
         process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGINT)
         _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
-        assert process.returncode == 128 + signal.SIGINT, stderr.decode()
-        assert "SIGINT received as a second signal: stopping at once" in stderr.decode()
+        # Sent back to back, the two can reach the run in either order: each is taken by
+        # whichever of its threads is running, and those write to the loop's wakeup pipe
+        # in the order they run (a test with threads busy in C code saw SIGINT first one
+        # time in six). The one that came second decides the exit code.
+        assert process.returncode in (128 + signal.SIGTERM, 128 + signal.SIGINT), stderr.decode()
+        second = signal.Signals(process.returncode - 128)
+        (first,) = {signal.SIGTERM, signal.SIGINT} - {second}
+        assert f"{first.name} received: finishing what is complete" in stderr.decode()
+        assert f"{second.name} received as a second signal: stopping at once" in stderr.decode()
         assert "Traceback" not in stderr.decode()
 
         rerun = await run_cli(*args, cwd=tmp_path)
