@@ -69,7 +69,7 @@ CREATE TABLE runs (
     args              JSON,
     started_at        TIMESTAMPTZ NOT NULL,
     finished_at       TIMESTAMPTZ,
-    status            VARCHAR NOT NULL,   -- running | ok | failed | paused (budget) | aborted
+    status            VARCHAR NOT NULL,   -- running | ok | failed | paused (budget) | interrupted
     windows_done      INTEGER DEFAULT 0,
     windows_skipped   INTEGER DEFAULT 0,
     windows_failed    INTEGER DEFAULT 0,
