@@ -126,6 +126,7 @@ def _snapshot_lines(snapshot: dict[str, Any]) -> list[str]:
     return [
         f"published:  {published:%Y-%m-%d %H:%M:%S}Z, {behind}",
         f"sizes:      snapshot {_mb(snapshot['published_bytes'])}, working database {_mb(snapshot['working_bytes'])}"
+        + (f", previous snapshot {_mb(snapshot['previous_bytes'])} (removed at the next publish)" if snapshot["previous_bytes"] else "")
         + (f", {_mb(free)} free (publishing needs about the working database's size)" if free is not None else ""),
     ]
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import time
@@ -171,7 +172,7 @@ class FileStore:
             raise DiskError(f"{self.working}: could not rewrite the database: {exc.strerror}") from None
         conn = self.open()
         try:
-            self.publish(conn)
+            self._publish(conn, rewrite=False, keep_previous=False)
         finally:
             conn.close()
 
@@ -187,6 +188,7 @@ class FileStore:
             "snapshot": {
                 "published_at": _utc(published),
                 "published_bytes": sizes["published_bytes"],
+                "previous_bytes": sizes["previous_bytes"],
                 "working": sizes["working"],
                 "working_bytes": sizes["working_bytes"],
                 "working_changed_at": _utc(changed),
@@ -237,6 +239,12 @@ class FileStore:
     def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published:
         """Make a complete copy of what ``conn`` has committed the snapshot ``path`` shows.
 
+        The snapshot it replaces is kept until the next publish (or the next run), except
+        after a rewrite: DuckDB resolves the symlink, then opens the file it names several
+        times, so a session opening ``path`` at the moment of the rename still finds that
+        file (removed at once, it got an error, or read-write an empty new database). The
+        one before is removed first, so the disk holds no more during a publish than before.
+
         ``rewrite=False`` checkpoints and copies the working file's bytes: fast, but the
         copy carries DuckDB's freed blocks, which may still hold deleted rows.
         ``rewrite=True`` builds the snapshot afresh (ATTACH + COPY FROM DATABASE): only
@@ -244,7 +252,11 @@ class FileStore:
         published file too (and the previous snapshot's file is deleted). It costs a
         full rewrite: use it after an erasure.
         Either way, lack of space is a DiskError and leaves the old snapshot in place."""
+        return self._publish(conn, rewrite=rewrite, keep_previous=not rewrite)
+
+    def _publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool, keep_previous: bool) -> Published:
         started = time.monotonic()
+        self.remove_stale_files(keep_previous=False)
         snapshot = self.working.parent / f"{self.path.name}{SNAPSHOT_INFIX}{time.time_ns():x}"
         link = self.path.parent / f"{PUBLISH_PREFIX}{self.path.name}-{os.getpid()}"
         try:
@@ -264,25 +276,41 @@ class FileStore:
             for leftover in (snapshot, Path(f"{snapshot}.wal"), link):
                 _remove(leftover)
             raise _publish_error(self.path, self.working, exc) from None
-        self.remove_stale_files()
+        self.remove_stale_files(keep_previous=keep_previous)
         return Published(self.path, snapshot.stat().st_size, time.monotonic() - started, method)
 
-    def remove_stale_files(self) -> None:
-        """Every snapshot but the one ``path`` shows (with any log an analyst's session left
-        beside it), a killed publish's files, and a log from before snapshots. Only the
-        lock holder publishes, so none of them is being written. A session still open on
-        an old snapshot keeps reading it: its file is unlinked, not changed."""
-        current = self._current_snapshot()
-        for leftover in self.working.parent.glob(f"{self.path.name}{SNAPSHOT_INFIX}*"):
-            if current is None or leftover.name not in (current.name, f"{current.name}.wal"):
+    def remove_stale_files(self, *, keep_previous: bool = True) -> None:
+        """Every snapshot but the one ``path`` shows and, with ``keep_previous``, the one it
+        replaced (each with any log an analyst's session left beside it); a killed
+        publish's files; and a log from before snapshots. Only the lock holder publishes,
+        so none of them is being written. A session still open on an old snapshot keeps
+        reading it: its file is unlinked, not changed."""
+        kept = {snapshot.name for snapshot in self._kept_snapshots(keep_previous)}
+        for leftover in self.working.parent.glob(f"{glob.escape(self.path.name)}{SNAPSHOT_INFIX}*"):
+            if leftover.name.removesuffix(".wal") not in kept:
                 _remove(leftover)
-        for leftover in self.path.parent.glob(f"{PUBLISH_PREFIX}{self.path.name}-*"):
+        for leftover in self.path.parent.glob(f"{glob.escape(PUBLISH_PREFIX + self.path.name)}-*"):
             _remove(leftover)
         if self.path.is_symlink():
             _remove(Path(f"{self.path}.wal"))
 
     def _current_snapshot(self) -> Path | None:
         return self.path.parent / os.readlink(self.path) if self.path.is_symlink() else None
+
+    def _kept_snapshots(self, keep_previous: bool) -> list[Path]:
+        """The snapshot ``path`` shows and, with ``keep_previous``, the newest one older
+        than it: the one it replaced. (A killed publish's file is newer than the current
+        snapshot: its publish began after that one's.)"""
+        current = self._current_snapshot()
+        if current is None:
+            return []
+        if not keep_previous:
+            return [current]
+        older = [
+            snapshot for snapshot in self.working.parent.glob(f"{glob.escape(self.path.name)}{SNAPSHOT_INFIX}*")
+            if not snapshot.name.endswith(".wal") and _published_ns(snapshot) < _published_ns(current)
+        ]
+        return [current, *sorted(older, key=_published_ns)[-1:]]
 
     @contextmanager
     def read_only(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -308,20 +336,33 @@ class FileStore:
         raise AssertionError("unreachable")
 
     def sizes(self) -> dict[str, object]:
-        """For `callsync status`: both files' sizes and times, and the free space."""
+        """For `callsync status`: the files' sizes and times, and the free space. The time of
+        a publish is its symlink's: an analyst's read-write session can change the snapshot
+        file, never the link."""
         published = _stat(self.path)  # the snapshot the symlink shows
+        published_at = (os.lstat(self.path) if self.path.is_symlink() else published).st_mtime if published else None
+        previous = self._kept_snapshots(keep_previous=True)[1:]
         working = _stat(self.working)
         log = _stat(Path(f"{self.working}.wal"))
         working_bytes = (working.st_size if working else 0) + (log.st_size if log else 0)
         working_changed = max((item.st_mtime for item in (working, log) if item), default=None)
         return {
             "published_bytes": published.st_size if published else None,
-            "published_at": published.st_mtime if published else None,
+            "published_at": published_at,
+            "previous_bytes": sum(snapshot.stat().st_size for snapshot in previous if snapshot.exists()),
             "working": str(self.working),
             "working_bytes": working_bytes if working else None,
             "working_changed_at": working_changed,
             "free_bytes": shutil.disk_usage(self.path.parent).free if self.path.parent.exists() else None,
         }
+
+
+def _published_ns(snapshot: Path) -> int:
+    """When its publish began, from its name (``<name>.snapshot-<hex time_ns>``)."""
+    try:
+        return int(snapshot.name.rsplit(SNAPSHOT_INFIX, 1)[1], 16)
+    except ValueError:
+        return -1
 
 
 def _utc(timestamp: float | None) -> datetime | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -189,8 +190,10 @@ async def test_retention_removes_old_media_and_calls_and_never_fetches_them_agai
 
 async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them_back(tiny_sandbox, tiny_data, tmp_path):
     start, end = str(tiny_data.first_day), str(tiny_data.today)
-    write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": start})
-    database = tmp_path / "callsync.duckdb"
+    # A name with glob characters: the snapshots beside it are still found and removed.
+    name = "calls [prod].duckdb"
+    write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": start}, database={"path": name})
+    database = tmp_path / name
     calls = tiny_data.calls_between(None, None)
     recorded = next(call for call in calls if call["recording_url"] and call["started_at"] < end)
     number = recorded["caller_number"]
@@ -203,7 +206,7 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
     [(path,)] = rows(database, "SELECT path FROM recordings WHERE call_id = ?", [recorded["id"]])
     assert scalar(database, "SELECT count(*) FROM transcript_segments WHERE call_id = ?", [recorded["id"]]) > 0
     assert number.encode() in database.read_bytes()  # so that its absence below means something
-    assert number.encode() in (tmp_path / ".callsync" / "callsync.duckdb").read_bytes()
+    assert number.encode() in (tmp_path / ".callsync" / name).read_bytes()
 
     refused = await run_cli("forget", "--caller-number", number, cwd=tmp_path)
     assert refused.code == 2 and "--yes" in refused.stderr
@@ -219,8 +222,8 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
         assert scalar(database, "SELECT count(*) FROM rejected_records WHERE raw::VARCHAR LIKE ?", [f"%{number}%"]) == 0
         assert not (tmp_path / "media" / path).exists()
         # The published file, the working database and everything beside them (snapshots, logs, temp files).
-        files = [database, *tmp_path.glob("callsync.duckdb*"), *(tmp_path / ".callsync").iterdir()]
-        assert (tmp_path / ".callsync" / "callsync.duckdb") in files
+        files = [database, *tmp_path.glob(glob.escape(name) + "*"), *(tmp_path / ".callsync").iterdir()]
+        assert (tmp_path / ".callsync" / name) in files
         assert not [file for file in files if file.is_file() and number.encode() in file.read_bytes()]
 
     assert_forgotten()

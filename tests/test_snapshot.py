@@ -13,13 +13,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from conftest import REPO, TOKEN, run_cli, start_cli, write_config
-from pipeline import load
+from pipeline import load, report
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from pipeline.store import FileStore
 from tests.dbcheck import assert_same_calls, scalar
@@ -169,9 +170,9 @@ async def test_sigkill_at_random_moments_leaves_a_valid_snapshot_and_a_rerun_end
     assert final.code == 0, final.stderr
     assert not torn.exists() and not list(tmp_path.glob(".callsync-publish-*"))
     assert_same_calls(database, data)
-    assert sorted(path.name for path in (tmp_path / ".callsync").iterdir()) == [
-        "callsync.duckdb", os.readlink(database).split("/")[-1]
-    ]
+    current = os.readlink(database).split("/")[-1]
+    left = sorted(path.name for path in (tmp_path / ".callsync").iterdir())
+    assert left[0] == "callsync.duckdb" and current in left and len(left) == 3  # and the one it replaced
     print(f"kills that landed while a snapshot was being written: {during_publish} of 4")
 
 
@@ -243,6 +244,51 @@ def _commit_and_die(database: Path, sql: str) -> None:
     assert subprocess.run([sys.executable, "-c", script, str(database), sql]).returncode == 9
 
 
+def test_a_session_opening_path_during_a_publish_still_finds_the_snapshot_it_resolved(tmp_path):
+    # DuckDB resolves the symlink, then opens the file it names (several times). A publish
+    # in between used to remove that file: read-only got an error, read-write a new empty
+    # database. The replaced snapshot now stays until the next publish.
+    store = FileStore(tmp_path / "p.duckdb")
+    load.migrate(store)
+    with store.lock():
+        conn = store.open()
+        try:
+            resolved = store.path.resolve()  # a session, as DuckDB does
+            replacing = store.publish(conn)
+            assert store.path.resolve() != resolved and resolved.exists()
+            for read_only in (True, False):
+                with duckdb.connect(str(resolved), read_only=read_only) as session:
+                    assert session.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] > 0
+            status = store.describe(conn)["snapshot"]
+            assert status["previous_bytes"] == resolved.stat().st_size
+            kept = store.path.resolve()
+            store.publish(conn)
+            assert not resolved.exists() and kept.exists()  # the one before: gone; the one replaced: kept
+        finally:
+            conn.close()
+    assert replacing.method != "rewrite"
+    store.rewrite(lambda conn: None)  # after an erasure nothing older may stay
+    snapshots = [name for name in os.listdir(store.working.parent) if ".snapshot-" in name]
+    assert snapshots == [store.path.resolve().name]
+
+
+def test_status_dates_a_publish_by_its_symlink_not_by_what_an_analyst_wrote_since(tmp_path):
+    store = FileStore(tmp_path / "s.duckdb")
+    load.migrate(store)
+    an_hour_ago = time.time() - 3600
+    os.utime(store.path, (an_hour_ago, an_hour_ago), follow_symlinks=False)  # published then
+    with store.lock():  # a run that committed and was killed before its publish
+        conn = store.open()
+        conn.execute("INSERT INTO sync_state VALUES ('later', 'x', now())")
+        conn.close()
+    with duckdb.connect(str(store.path)) as analyst:  # then an analyst writes into the snapshot
+        analyst.execute("CREATE TABLE notes AS SELECT 1 AS n")
+        analyst.execute("CHECKPOINT")
+    snapshot = report.status(store)["snapshot"]
+    assert abs(snapshot["published_at"].timestamp() - an_hour_ago) < 1
+    assert snapshot["behind_s"] > 3500
+
+
 def test_a_rewritten_snapshot_leaves_erased_rows_behind(tmp_path):
     # What #19's erasure calls: only live rows reach a rewritten snapshot; views come too.
     store = FileStore(tmp_path / "e.duckdb")
@@ -274,7 +320,9 @@ FULL_DISK = textwrap.dedent(
     python -m pipeline backfill --start "$FIRST" --end "$LAST" --no-media > first.out 2>&1 || { cat first.out; exit 10; }
     python - <<'EOF'
     import os, shutil
-    free = shutil.disk_usage(".").free
+    current = os.path.realpath("callsync.duckdb")
+    older = [f for f in os.listdir(".callsync") if ".snapshot-" in f and os.path.realpath(".callsync/" + f) != current]
+    free = shutil.disk_usage(".").free + sum(os.path.getsize(".callsync/" + f) for f in older)  # a publish removes them first
     need = os.path.getsize(".callsync/callsync.duckdb")
     with open("filler", "wb") as out:
         out.write(b"x" * max(0, free - need // 2))
