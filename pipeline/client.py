@@ -591,7 +591,7 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
         body = json.loads(text)
         if isinstance(body, dict):
             text = str(body.get("message") or body.get("error") or text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deeply nested: the status says what happened, the text is shown as is
         pass
     text = " ".join(text.split())[:ERROR_BODY_CHARS]
     return f": {text}" if text else ""

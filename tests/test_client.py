@@ -9,6 +9,7 @@ import socket
 from datetime import timedelta
 
 import pytest
+from aiohttp import web
 
 from pipeline.client import CallTrackingClient, ClientOptions
 from pipeline.errors import (
@@ -22,7 +23,7 @@ from pipeline.errors import (
     UnsafeUrlError,
 )
 from pipeline.sandbox import run_sandbox
-from tests.conftest import TOKEN
+from tests.conftest import TOKEN, serve_app
 
 FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
 
@@ -325,3 +326,31 @@ async def test_a_refused_connection_trips_the_breaker_after_a_few_tries():
         with pytest.raises(ApiUnreachableError, match=r"127\.0\.0\.1:9 is unreachable: 4 connection failures"):
             await client.list_calls()
         assert client.stats.requests == 4
+
+
+DEEP_JSON = b"[" * 60_000  # nesting past the JSON parser's recursion limit, within the error body's 64 KB cap
+
+
+async def test_a_deeply_nested_error_body_leaves_the_status_its_meaning():
+    """A 500 is still retried and a 404 is still not found, whatever JSON their bodies hold."""
+    answered: list[int] = []
+
+    async def calls(request: web.Request) -> web.Response:
+        status = 500 if not answered else 200
+        answered.append(status)
+        if status == 500:
+            return web.Response(status=500, body=DEEP_JSON, content_type="application/json")
+        return web.json_response({"data": [], "meta": {"page": 1, "per_page": 100, "total": 0}})
+
+    async def transcript(request: web.Request) -> web.Response:
+        return web.Response(status=404, body=DEEP_JSON, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/api/call-tracking/calls", calls)
+    app.router.add_get("/api/call-tracking/calls/c1/transcript", transcript)
+    async with serve_app(app) as base_url:
+        async with CallTrackingClient(base_url, TOKEN, ClientOptions(**FAST)) as client:
+            listing = await client.list_calls()
+            with pytest.raises(NotFoundError, match="HTTP 404 not found"):
+                await client.get_transcript(f"{base_url}/api/call-tracking/calls/c1/transcript")
+    assert listing.calls == [] and answered == [500, 200]
