@@ -2,7 +2,7 @@
 
 One aiohttp session per client; every request goes through the shared
 ``Throttle`` (concurrency, rate, 429 back-off, budget) and one tenacity retry
-policy (5xx, 429, timeouts and dropped connections; never other 4xx).
+policy (5xx, 429, timeouts, dropped connections and malformed HTTP; never other 4xx).
 
 A POST is not idempotent (it buys a number, creates a flow): it is sent again only
 when the API said it did not act (429) or the connection failed before it was sent
@@ -470,6 +470,12 @@ class CallTrackingClient:
                 self._note_failure(exc, f"{method} {_describe(url)}: {reason}")
                 error = ApiTimeoutError if isinstance(exc, asyncio.TimeoutError) else RetryableApiError
                 raise error(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
+            except aiohttp.ClientResponseError as exc:  # malformed HTTP: bad status line, header, chunk, length
+                reason = _malformed(exc)
+                self._note_failure(exc, f"{method} {_describe(url)}: {reason}")
+                raise RetryableApiError(f"{method} {_describe(url)}: {reason}", url=_describe(url)) from None
+            except aiohttp.ClientError as exc:  # any other: its str() may hold the whole URL, so only its name
+                raise ApiError(f"{method} {_describe(url)}: {type(exc).__name__}", url=_describe(url)) from None
         raise ApiError(f"{method} {_describe(url)}: more than {MAX_REDIRECTS} redirects", url=_describe(url))
 
     def _untrusted(self, url: URL, exc: aiohttp.ClientConnectorCertificateError) -> CallsyncError:
@@ -595,6 +601,13 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
         pass
     text = " ".join(text.split())[:ERROR_BODY_CHARS]
     return f": {text}" if text else ""
+
+
+def _malformed(exc: aiohttp.ClientResponseError) -> str:
+    """What aiohttp found wrong with an answer, on one line: never its str(), which ends
+    with the URL requested, query string and all (a signed link's credentials)."""
+    what = " ".join(str(exc.message).split())[:ERROR_BODY_CHARS]
+    return f"malformed HTTP answer: {what}" if what else "malformed HTTP answer"
 
 
 @dataclass(frozen=True)

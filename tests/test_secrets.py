@@ -1,0 +1,86 @@
+"""Secrets stay secret whatever a hostile server answers: the bearer token it echoes back,
+the signed query string of a storage link in aiohttp's errors, userinfo in a redirect.
+None of them may reach stdout, stderr, the logs or the database."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import duckdb
+import pytest
+from aiohttp import web
+
+from pipeline.client import CallTrackingClient, ClientOptions
+from pipeline.errors import RetryableApiError
+from tests.conftest import run_cli, serve_app, serve_raw, write_config
+
+DAY = "2026-03-15"
+SIGNED = "?X-Amz-Credential=AKIAEXAMPLE&X-Amz-Signature=SIGSECRET0123"
+FAST = dict(backoff_initial_s=0.01, backoff_max_s=0.05)
+
+MALFORMED = {
+    "bad status line": b"HTTP/1.1 2000 WHAT\r\nContent-Length: 0\r\n\r\n",
+    "huge status line": b"HTTP/1.1 200 " + b"A" * 9000 + b"\r\n\r\n",
+    "NUL in a header": b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nX-A\x00b: c\r\nContent-Length: 3\r\n\r\nabc",
+    "bad chunk size": b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\nabc\r\n0\r\n\r\n",
+    "two Content-Lengths": b"HTTP/1.1 200 OK\r\nContent-Type: audio/mpeg\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabc",
+}
+
+
+async def empty_listing(request: web.Request) -> web.Response:
+    return web.json_response({"data": [], "meta": {"page": 1, "per_page": 100, "total": 0}})
+
+
+def api_app(calls, **routes) -> web.Application:
+    """An API whose calls listing is ``calls`` (a handler); numbers and flows are empty."""
+    app = web.Application()
+    app.router.add_get("/api/call-tracking/calls", calls)
+    app.router.add_get("/api/call-tracking/numbers", empty_listing)
+    app.router.add_get("/api/call-tracking/flows", empty_listing)
+    for path, handler in routes.items():
+        app.router.add_get(path, handler)
+    return app
+
+
+def one_call(recording_url: str) -> web.Response:
+    call = {"id": "c1", "started_at": f"{DAY}T14:22:00Z", "duration_seconds": 10, "recording_url": recording_url}
+    return web.json_response({"data": [call], "meta": {"page": 1, "per_page": 100, "total": 1}})
+
+
+def rows(database: Path, sql: str) -> list[tuple]:
+    with duckdb.connect(str(database), read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_malformed_http_is_a_retried_error_that_shows_no_query_string(answer):
+    async with serve_raw(answer) as storage:
+        async with CallTrackingClient(storage, "tok", ClientOptions(max_retries=1, **FAST)) as client:
+            with pytest.raises(RetryableApiError, match="malformed HTTP answer") as raised:
+                await client.download(f"{storage}/rec/0.mp3{SIGNED}", io.BytesIO())
+            assert client.stats.retries == 1
+    message = str(raised.value)
+    assert message.startswith(f"GET {storage}/rec/0.mp3: ") and "\n" not in message and len(message) < 400
+    assert "X-Amz" not in message and "SIGSECRET" not in message
+
+
+async def test_a_malformed_answer_from_storage_fails_its_recording_with_the_link_redacted(tmp_path):
+    async with serve_raw(MALFORMED["bad chunk size"]) as storage:
+
+        async def calls(request: web.Request) -> web.Response:
+            return one_call(f"{request.url.origin()}/rec/c1")
+
+        async def recording(request: web.Request) -> web.Response:
+            raise web.HTTPFound(f"{storage}/rec/0.mp3{SIGNED}")
+
+        async with serve_app(api_app(calls, **{"/rec/c1": recording})) as base_url:
+            write_config(tmp_path, base_url, api={"max_retries": 1})
+            result = await run_cli("backfill", "--start", DAY, "--end", DAY, "--log-format", "json", cwd=tmp_path)
+    assert result.code == 1, result.stderr
+    assert "malformed HTTP answer" in result.stderr and "unexpected error" not in result.stderr
+    database = tmp_path / "callsync.duckdb"
+    [(status, error)] = rows(database, "SELECT status, last_error FROM media_jobs")
+    assert status == "failed" and error.startswith(f"GET {storage}/rec/0.mp3: malformed HTTP answer"), error
+    for text in (result.stdout, result.stderr, error, *rows(database, "SELECT error, CAST(summary AS VARCHAR) FROM runs")[0]):
+        assert "SIGSECRET" not in (text or "") and "X-Amz" not in (text or "")
