@@ -330,7 +330,7 @@ class CallTrackingClient:
             target = (base or self.base_url).join(URL(url))
             target.host  # noqa: B018  (a malformed host raises only when read)
         except (ValueError, TypeError):
-            raise UnsafeUrlError(f"not a valid URL: {redact_url(str(url))[:200]!r}") from None
+            raise UnsafeUrlError(f"not a valid URL: {redact_url(_QUERY.sub('', str(url)))[:200]!r}") from None
         if target.scheme not in ("http", "https"):
             raise UnsafeUrlError(f"refusing to fetch {target.scheme}: URL", url=_describe(target))
         if target.raw_user is not None or target.raw_password is not None:
@@ -643,6 +643,7 @@ def redact_url(url: str) -> str:
 
 
 _USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@")
+_QUERY = re.compile(r"[?#].*", re.DOTALL)
 
 
 def _flows_page(body: bytes) -> tuple[list[Flow], PageMeta]:
@@ -673,8 +674,9 @@ def _json_kind(value: Any) -> str:
 
 
 def _describe(url: URL) -> str:
-    """A URL fit for logs and errors: no query string (signed links carry secrets there)."""
-    return str(url.with_query(None).with_fragment(None))
+    """A URL fit for logs and errors: no query string (signed links carry secrets there),
+    and any user:password@ as ***@ (a redirect's Location may carry one)."""
+    return redact_url(str(url.with_query(None).with_fragment(None)))
 
 
 def _first_error(exc: ValidationError) -> str:

@@ -53,6 +53,24 @@ def rows(database: Path, sql: str) -> list[tuple]:
         return conn.execute(sql).fetchall()
 
 
+def assert_kept_secret(secret: str, folder: Path, *printed: str) -> None:
+    """Not in what the run printed, nor in any value of any table, nor anywhere in the bytes
+    of the database files (the published one and the working one under .callsync/)."""
+    for text in printed:
+        assert secret not in text, text
+    database = folder / "callsync.duckdb"
+    with duckdb.connect(str(database), read_only=True) as conn:
+        columns = conn.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE NOT internal").fetchall()
+        for table, column in columns:
+            found = conn.execute(f'SELECT count(*) FROM "{table}" WHERE CAST("{column}" AS VARCHAR) LIKE ?',
+                                 [f"%{secret}%"]).fetchone()[0]
+            assert not found, f"{table}.{column} holds it"
+    files = [database.resolve(), *(path for path in (folder / ".callsync").rglob("*") if path.is_file())]
+    assert len(files) > 1
+    for path in files:
+        assert secret.encode() not in path.read_bytes(), path
+
+
 @pytest.mark.parametrize("answer", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_malformed_http_is_a_retried_error_that_shows_no_query_string(answer):
     async with serve_raw(answer) as storage:
@@ -84,3 +102,29 @@ async def test_a_malformed_answer_from_storage_fails_its_recording_with_the_link
     assert status == "failed" and error.startswith(f"GET {storage}/rec/0.mp3: malformed HTTP answer"), error
     for text in (result.stdout, result.stderr, error, *rows(database, "SELECT error, CAST(summary AS VARCHAR) FROM runs")[0]):
         assert "SIGSECRET" not in (text or "") and "X-Amz" not in (text or "")
+
+
+async def test_credentials_in_a_redirect_are_never_stored_or_shown(tmp_path):
+    async def calls(request: web.Request) -> web.Response:
+        origin = request.url.origin()
+        rows = [{"id": call_id, "started_at": f"{DAY}T14:22:00Z", "recording_url": f"{origin}/rec/{call_id}"}
+                for call_id in ("c1", "c2")]
+        return web.json_response({"data": rows, "meta": {"page": 1, "per_page": 100, "total": 2}})
+
+    async def recording(request: web.Request) -> web.Response:
+        port = request.url.port
+        if request.match_info["call_id"] == "c1":
+            raise web.HTTPFound(f"http://bob:Hunter2Pw@127.0.0.1:{port}/store/c1")
+        location = f"http://[127.0.0.1:{port}/store/c2?X-Amz-Signature=SIGSECRET0123"  # not a URL
+        return web.Response(status=302, headers={"Location": location})
+
+    async with serve_app(api_app(calls, **{"/rec/{call_id}": recording})) as base_url:
+        write_config(tmp_path, base_url)
+        result = await run_cli("backfill", "--start", DAY, "--end", DAY, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    jobs = dict(rows(tmp_path / "callsync.duckdb", "SELECT call_id, last_error FROM media_jobs WHERE kind = 'recording'"))
+    assert jobs["c1"] == f"refused: http://***@127.0.0.1:{base_url.rsplit(':', 1)[1]}/store/c1: carries credentials" \
+        " (userinfo before the host); refused"
+    assert jobs["c2"].startswith("refused: not a valid URL: 'http://[127.0.0.1:") and "X-Amz" not in jobs["c2"]
+    for secret in ("Hunter2Pw", "SIGSECRET0123"):
+        assert_kept_secret(secret, tmp_path, result.stdout, result.stderr)
