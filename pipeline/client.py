@@ -12,7 +12,9 @@ taken effect. PATCH and DELETE set or remove a state, so they are retried as GET
 
 The bearer token is attached per request, and only when the request goes to the
 API's own origin: redirects are followed by hand so that a hop to a storage host
-never carries it. It is never logged, and never part of a repr or an error.
+never carries it. It is never logged, and never part of a repr or an error: an API
+that echoes it back (in an error body, a Location, a reason) has it masked as ***
+in every error of a request (``_attempt``) before anything prints, logs or stores it.
 """
 
 from __future__ import annotations
@@ -306,7 +308,7 @@ class CallTrackingClient:
                 raise RetryableApiError(
                     f"{where}: truncated body, {inflater.wire_bytes} of {expected} bytes", url=where
                 )
-            return Download(inflater.size, digest.hexdigest(), content_type.split(";")[0].strip())
+            return Download(inflater.size, digest.hexdigest(), self._mask(content_type.split(";")[0].strip()))
 
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.options.timeout_s,
                                         sock_read=self.options.timeout_s)
@@ -388,7 +390,9 @@ class CallTrackingClient:
                 async with self.throttle.slot():
                     result = await self._exchange(method, url, json_body, consume, extra)
             except RetryableApiError as exc:
-                raise _unless_uncertain(method, exc) from None
+                raise _unless_uncertain(method, self._without_token(exc)) from None
+            except CallsyncError as exc:
+                raise self._without_token(exc) from None
         self.throttle.succeeded()
         await asyncio.sleep(0)  # the slot's next holder sends its request before this body is parsed
         return result
@@ -478,6 +482,17 @@ class CallTrackingClient:
                 raise ApiError(f"{method} {_describe(url)}: {type(exc).__name__}", url=_describe(url)) from None
         raise ApiError(f"{method} {_describe(url)}: more than {MAX_REDIRECTS} redirects", url=_describe(url))
 
+    def _mask(self, text: str) -> str:
+        token = self._token.get_secret_value()
+        return text.replace(token, "***") if token else text
+
+    def _without_token(self, error: CallsyncError) -> CallsyncError:
+        """The error, with the token masked wherever the answer it came from put it."""
+        error.args = tuple(self._mask(arg) if isinstance(arg, str) else arg for arg in error.args)
+        if isinstance(error, ApiError) and error.url:
+            error.url = self._mask(error.url)
+        return error
+
     def _untrusted(self, url: URL, exc: aiohttp.ClientConnectorCertificateError) -> CallsyncError:
         reason = getattr(exc.certificate_error, "verify_message", None) or str(exc.certificate_error)
         message = (f"{_describe(url)}: TLS certificate not trusted ({reason}); callsync trusts the system's"
@@ -486,7 +501,7 @@ class CallTrackingClient:
 
     def _note_answer(self, response: aiohttp.ClientResponse) -> None:
         if response.status >= 500:
-            self.breaker.failed(f"{_describe(response.url)}: HTTP {response.status}")
+            self.breaker.failed(self._mask(f"{_describe(response.url)}: HTTP {response.status}"))
         elif response.status == 429:
             self.breaker.answered(quiet_for=parse_retry_after(response.headers.get("Retry-After")) or 0.0)
         else:
@@ -494,6 +509,7 @@ class CallTrackingClient:
 
     def _note_failure(self, exc: BaseException, reason: str) -> None:
         """Tell the breaker; raises its error if this failure tripped it."""
+        reason = self._mask(reason)
         if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError)):
             self.breaker.connection_failed(reason)
         else:

@@ -33,12 +33,11 @@ async def empty_listing(request: web.Request) -> web.Response:
 
 
 def api_app(calls, **routes) -> web.Application:
-    """An API whose calls listing is ``calls`` (a handler); numbers and flows are empty."""
+    """An API whose calls listing is ``calls`` (a handler); numbers and flows are empty unless
+    ``routes`` (path: handler) says otherwise."""
     app = web.Application()
-    app.router.add_get("/api/call-tracking/calls", calls)
-    app.router.add_get("/api/call-tracking/numbers", empty_listing)
-    app.router.add_get("/api/call-tracking/flows", empty_listing)
-    for path, handler in routes.items():
+    listings = {"/api/call-tracking/numbers": empty_listing, "/api/call-tracking/flows": empty_listing}
+    for path, handler in {"/api/call-tracking/calls": calls, **listings, **routes}.items():
         app.router.add_get(path, handler)
     return app
 
@@ -128,3 +127,49 @@ async def test_credentials_in_a_redirect_are_never_stored_or_shown(tmp_path):
     assert jobs["c2"].startswith("refused: not a valid URL: 'http://[127.0.0.1:") and "X-Amz" not in jobs["c2"]
     for secret in ("Hunter2Pw", "SIGSECRET0123"):
         assert_kept_secret(secret, tmp_path, result.stdout, result.stderr)
+
+
+ECHOED = "tok_SECRET_abc123"
+
+
+async def test_a_token_the_api_echoes_back_is_masked_in_output_logs_and_database(tmp_path):
+    """Echoed in a 500's body (numbers), in a redirect's Location (a recording) and in a 401's body."""
+
+    async def calls(request: web.Request) -> web.Response:
+        return one_call(f"{request.url.origin()}/rec/c1")
+
+    async def numbers(request: web.Request) -> web.Response:
+        return web.Response(status=500, text=f"upstream error; request headers: {dict(request.headers)}")
+
+    async def recording(request: web.Request) -> web.Response:
+        token = request.headers["Authorization"].removeprefix("Bearer ")
+        raise web.HTTPFound(f"http://127.0.0.1:1/{token}/c1.mp3")  # nothing listens on port 1
+
+    async def rejected(request: web.Request) -> web.Response:
+        return web.json_response({"message": f"bad token {request.headers['Authorization']}"}, status=401)
+
+    app = api_app(calls, **{"/rec/c1": recording, "/api/call-tracking/numbers": numbers})
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    args = ("backfill", "--start", DAY, "--end", DAY, "-v", "--log-format", "json")
+    async with serve_app(app) as base_url:
+        write_config(tmp_path / "a", base_url, api={"max_retries": 1})
+        failed = await run_cli(*args, cwd=tmp_path / "a", token=ECHOED)
+        status = await run_cli("status", cwd=tmp_path / "a", token=ECHOED)
+    assert failed.code == 1, failed.stderr
+    assert "HTTP 500: upstream error" in failed.stderr and "'Authorization': 'Bearer ***'" in failed.stderr
+    [(error,)] = rows(tmp_path / "a" / "callsync.duckdb", "SELECT last_error FROM media_jobs")
+    assert error.startswith("GET http://127.0.0.1:1/***/c1.mp3: "), error
+    assert_kept_secret(ECHOED, tmp_path / "a", failed.stdout, failed.stderr, status.stdout, status.stderr)
+
+    refusing = web.Application()
+    for path in ("calls", "numbers", "flows"):
+        refusing.router.add_get(f"/api/call-tracking/{path}", rejected)
+    async with serve_app(refusing) as base_url:
+        write_config(tmp_path / "b", base_url)
+        refused = await run_cli("backfill", "--start", DAY, "--end", DAY, cwd=tmp_path / "b", token=ECHOED)
+    assert refused.code == 3, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "callsync: error: authentication failed (HTTP 401): the API token was rejected: bad token Bearer ***"
+    )
+    assert_kept_secret(ECHOED, tmp_path / "b", refused.stdout, refused.stderr)
