@@ -41,6 +41,7 @@ from pipeline.bodies import MB, Inflater, read_capped, refuse_declared_size
 from pipeline.errors import (
     ApiError,
     ApiTimeoutError,
+    ApiUnreachableError,
     AuthError,
     CallsyncError,
     ConnectFailedError,
@@ -430,6 +431,7 @@ class CallTrackingClient:
             stop=stop_after_attempt(self.options.max_retries + 1) | timed_out_twice,
             wait=wait,
             before_sleep=count_retry,
+            sleep=self.breaker.pause,  # a signal or a trip ends the wait at once
             reraise=True,
         )
 
@@ -503,7 +505,8 @@ class CallTrackingClient:
         if response.status >= 500:
             self.breaker.failed(self._mask(f"{_describe(response.url)}: HTTP {response.status}"))
         elif response.status == 429:
-            self.breaker.answered(quiet_for=parse_retry_after(response.headers.get("Retry-After")) or 0.0)
+            quiet_for = parse_retry_after(response.headers.get("Retry-After")) or 0.0
+            self.breaker.answered(quiet_for=min(quiet_for, self.options.give_up_after_s))
         else:
             self.breaker.answered()
 
@@ -524,6 +527,9 @@ class CallTrackingClient:
         detail = await _error_detail(response)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if retry_after is not None and retry_after > self.options.give_up_after_s:
+                self.stats.rate_limited += 1
+                raise self._too_long_to_wait(where, retry_after, response.url)
             self.throttle.rate_limited(retry_after)
             raise RateLimitedError(f"{where}: HTTP 429 rate limited{detail}", retry_after=retry_after, url=where)
         if status >= 500:
@@ -533,6 +539,19 @@ class CallTrackingClient:
         if status == 404:
             raise NotFoundError(f"{where}: HTTP 404 not found{detail}", status=404, url=where)
         raise ApiError(f"{where}: HTTP {status}{detail}", status=status, url=where)
+
+    def _too_long_to_wait(self, where: str, retry_after: float, url: URL) -> CallsyncError:
+        """A 429 asking for a longer wait than give_up_after_s: from the API, every request
+        would be told the same, so the run stops; from a storage host, that download fails."""
+        longer = (f"asked to wait {retry_after:.0f} s (Retry-After), longer than [api] give_up_after_s"
+                  f" = {self.options.give_up_after_s:g}")
+        if not self._is_api_origin(url):
+            return ApiError(f"{where}: HTTP 429 rate limited and {longer}; not retried", status=429, url=where)
+        self.breaker.stop(ApiUnreachableError(
+            f"giving up: the API at {self.base_url} {longer}. What was fetched is committed; the next run continues"
+        ))
+        assert self.breaker.error is not None
+        return self.breaker.error
 
     @staticmethod
     def _validate(model: type[T], body: bytes, what: str) -> T:
@@ -580,18 +599,19 @@ def _unless_uncertain(method: str, error: RetryableApiError) -> ApiError:
 
 
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After is either seconds or an HTTP date."""
+    """Retry-After is either seconds or an HTTP date; anything else (inf, nan, -5, soon) is None."""
     if not value:
         return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if _SECONDS.fullmatch(value.strip()):
+        return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError, OSError):
         return None
-    return max(0.0, when.timestamp() - time.time())
+
+
+_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
 
 
 def _auth_message(status: int, method: str, detail: str) -> str:

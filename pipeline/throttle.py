@@ -296,6 +296,7 @@ class CircuitBreaker:
         self._failed_since_answer = False
         self._watchdog: asyncio.TimerHandle | None = None
         self._cancelled: set[asyncio.Task] = set()
+        self._stopped = asyncio.Event()
 
     def enter(self) -> asyncio.Task | None:
         """A request starts (or waits to retry); raises at once if the breaker has tripped."""
@@ -360,6 +361,18 @@ class CircuitBreaker:
         if self.error is not None:
             raise self.error
 
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` before a retry (a back-off, a Retry-After). A request waiting so
+        is in no one's flight, so ``stop`` cannot cancel it: it ends the wait instead, and
+        this raises the stop's error."""
+        self.raise_if_tripped()
+        try:
+            async with asyncio.timeout(seconds):
+                await self._stopped.wait()
+        except TimeoutError:
+            return
+        self.raise_if_tripped()
+
     def was_cancelled_by_trip(self, task: asyncio.Task | None) -> bool:
         return self.error is not None and task in self._cancelled
 
@@ -381,6 +394,7 @@ class CircuitBreaker:
         if self.error is not None:
             return
         self.error = error
+        self._stopped.set()
         self.close()
         for task in list(self._waiting):
             if task is not asyncio.current_task():

@@ -12,9 +12,10 @@ import pytest
 
 from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
-from tests.conftest import REPO, run_cli, start_cli, write_config
+from tests.conftest import REPO, run_cli, serve_app, start_cli, write_config
 from tests.test_cli import assert_one_line_error
 from tests.dbcheck import assert_same_calls, scalar
+from tests.test_limits import rate_limited_api
 
 UTC = timezone.utc
 
@@ -204,6 +205,22 @@ async def test_a_second_signal_stops_at_once_and_a_rerun_completes(tmp_path):
         rerun = await run_cli(*args, cwd=tmp_path)
         assert rerun.code == 0, rerun.stderr
         assert_same_calls(tmp_path / "callsync.duckdb", sandbox.data)
+
+
+async def test_a_signal_ends_a_retry_after_pause_at_once(tmp_path):
+    answered = asyncio.Event()
+    async with serve_app(rate_limited_api("500", answered)) as base_url:
+        write_config(tmp_path, base_url, api={"give_up_after_s": 600})
+        args = ("backfill", "--start", "2026-03-15", "--end", "2026-03-15", "--no-media", "-v", "--log-format", "json")
+        process = await start_cli(*args, cwd=tmp_path)
+        await asyncio.wait_for(answered.wait(), timeout=30)
+        while json.loads(await asyncio.wait_for(process.stderr.readline(), timeout=30)).get("event") != "retry_scheduled":
+            pass  # the run now waits out the 500 s the API asked for
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=20)
+    assert process.returncode == 143, stderr.decode()
+    assert "callsync: interrupted by SIGTERM" in stderr.decode() and "Traceback" not in stderr.decode()
+    assert scalar(tmp_path / "callsync.duckdb", "SELECT status FROM runs") == "interrupted"
 
 
 async def test_a_run_killed_with_sigkill_shows_as_interrupted_in_status(tmp_path):

@@ -6,11 +6,13 @@ import asyncio
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
+from aiohttp import web
 
 from pipeline import sync
+from pipeline.client import parse_retry_after
 from pipeline.config import ApiSettings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
-from tests.conftest import run_cli, write_config
+from tests.conftest import run_cli, serve_app, write_config
 from tests.dbcheck import assert_same_calls, scalar
 from tests.test_client import client_for
 
@@ -158,3 +160,55 @@ def test_the_tighter_of_the_run_and_hourly_budgets_applies():
     assert sync.request_budget(api, 10).limit == 2
     assert sync.request_budget(api, 30).limit == 0
     assert sync.request_budget(ApiSettings(), 30) == sync.RequestBudget()
+
+
+def test_retry_after_is_seconds_or_an_http_date_and_nothing_else():
+    assert parse_retry_after("120") == 120.0 and parse_retry_after(" 1.5 ") == 1.5
+    assert parse_retry_after("Thu, 01 Jan 2015 00:00:00 GMT") == 0.0  # a date gone by: at once
+    assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") > 1e9
+    for garbage in ("inf", "Infinity", "nan", "-5", "1e400", "1_000", "soon", "", None, "Fri, 99 Foo 2026"):
+        assert parse_retry_after(garbage) is None, garbage
+
+
+def rate_limited_api(retry_after: str, answered: asyncio.Event | None = None) -> web.Application:
+    """An API whose calls listing always answers 429 with ``retry_after``; numbers and flows are empty."""
+
+    async def calls(request: web.Request) -> web.Response:
+        if answered is not None:
+            answered.set()
+        return web.json_response({"message": "slow down"}, status=429, headers={"Retry-After": retry_after})
+
+    async def empty(request: web.Request) -> web.Response:
+        return web.json_response({"data": [], "meta": {"page": 1, "per_page": 100, "total": 0}})
+
+    app = web.Application()
+    app.router.add_get("/api/call-tracking/calls", calls)
+    app.router.add_get("/api/call-tracking/numbers", empty)
+    app.router.add_get("/api/call-tracking/flows", empty)
+    return app
+
+
+@pytest.mark.parametrize("retry_after", ["99999999", "Fri, 31 Dec 9999 23:59:59 GMT"])
+async def test_a_retry_after_longer_than_give_up_after_s_stops_the_run_at_once(tmp_path, retry_after):
+    async with serve_app(rate_limited_api(retry_after)) as base_url:
+        write_config(tmp_path, base_url, api={"give_up_after_s": 30})
+        result = await asyncio.wait_for(
+            run_cli("backfill", "--start", "2026-03-15", "--end", "2026-03-15", "--no-media", cwd=tmp_path), timeout=30
+        )
+    assert result.code == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"callsync: error: giving up: the API at {base_url} asked to wait"), lines
+    assert "longer than [api] give_up_after_s = 30" in lines[0] and "Traceback" not in result.stderr
+    assert result.stdout.startswith("backfill aborted:") and "(0 retries, 1 429s)" in result.stdout
+    assert scalar(tmp_path / "callsync.duckdb", "SELECT status FROM runs") == "failed"
+
+
+async def test_a_retry_after_that_is_not_a_number_counts_as_none(tmp_path):
+    async with serve_app(rate_limited_api("inf")) as base_url:
+        write_config(tmp_path, base_url, api={"max_retries": 1})
+        result = await asyncio.wait_for(
+            run_cli("backfill", "--start", "2026-03-15", "--end", "2026-03-15", "--no-media", cwd=tmp_path), timeout=60
+        )
+    assert result.code == 1, result.stderr
+    assert "window 2026-03-15 failed" in result.stderr and "HTTP 429 rate limited" in result.stderr
+    assert "(1 retries, 2 429s)" in result.stdout
