@@ -14,6 +14,7 @@ import tomllib
 from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -36,6 +37,7 @@ _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # libpq's password=... keyword, or the password in a postgresql://user:password@host URI.
 _CONNINFO_PASSWORD = re.compile(r"(^|[\s:])password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+_POSTGRES_URI = re.compile(r"postgres(ql)?://", re.IGNORECASE)
 
 
 class ApiSettings(_Section):
@@ -206,13 +208,24 @@ def _check_database_backend(config_path: Path, database: DatabaseSettings) -> No
         raise ConfigError(f"{where} path and lake_catalog: set one, not both (a DuckDB file or a lake)")
     if not database.lake_catalog.startswith(("postgres:", "sqlite:")):
         raise ConfigError(f"{where} lake_catalog: must start with 'postgres:' (a libpq connection string) or 'sqlite:'")
-    if _CONNINFO_PASSWORD.search(database.lake_catalog):
+    if _holds_password(database.lake_catalog.removeprefix("postgres:")):
         raise ConfigError(
             f"{where} lake_catalog: a password never goes in the config file; "
             "libpq reads PGPASSWORD or ~/.pgpass"
         )
     if database.lake_data_path is None:
         raise ConfigError(f"{where} lake_data_path: required with lake_catalog (a folder or s3://bucket/prefix/)")
+
+
+def _holds_password(conninfo: str) -> bool:
+    """A password in libpq's keyword form, a URI's userinfo, or a URI's query string
+    (postgresql://host/db?password=..., its key percent-encoded or not, as libpq decodes it)."""
+    if _CONNINFO_PASSWORD.search(conninfo):
+        return True
+    if not _POSTGRES_URI.match(conninfo):
+        return False
+    query = urlsplit(conninfo).query
+    return any(key.strip().lower() == "password" for key, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _read_toml(config_path: Path) -> dict:

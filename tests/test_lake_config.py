@@ -43,6 +43,9 @@ def test_lake_keys_are_validated(tmp_path, toml, fragments):
         "postgres:dbname=lake host=db user=callsync password=hunter2",
         "postgres:dbname=lake PASSWORD = hunter2",
         "postgres:postgresql://callsync:hunter2@db.internal/lake",
+        "postgres:postgresql://callsync@127.0.0.1:1/lake?password=hunter2&sslmode=disable",
+        "postgres:postgres://db.internal/lake?sslmode=require&PassWord=hunter2",
+        "postgres:postgresql://db.internal/lake?pass%77ord=hunter2",
     ],
 )
 def test_a_catalog_password_is_refused_and_never_repeated(tmp_path, catalog):
