@@ -141,7 +141,7 @@ class CallTrackingClient:
         self.options = options or ClientOptions()
         self.base_url = URL(base_url.rstrip("/"))
         if self.base_url.scheme not in ("http", "https") or not self.base_url.host:
-            raise UnsafeUrlError(f"base_url must be an http(s) URL, got {base_url!r}")
+            raise UnsafeUrlError(f"base_url must be an http(s) URL, got {redact_url(base_url)!r}")
         self._token = token if isinstance(token, SecretStr) else SecretStr(token)
         self.throttle = Throttle(
             self.options.max_concurrency,

@@ -190,8 +190,21 @@ def load_settings(path: str | Path | None, *, required: bool = True) -> Settings
         settings = Settings.model_validate({**raw, "source": config_path})
     except ValidationError as exc:
         raise ConfigError(_describe_validation_error(config_path, exc)) from None
+    _check_base_url(config_path, settings.api.base_url)
     _check_database_backend(config_path, settings.database)
     return _with_token(_resolve_paths(settings, config_path.parent))
+
+
+def _check_base_url(config_path: Path, base_url: str) -> None:
+    """Messages never repeat base_url: a user:password@ in it is a secret."""
+    where = f"{config_path}: [api] base_url"
+    try:
+        parts = urlsplit(base_url)
+        parts.port  # noqa: B018  (a bad port raises only when read)
+    except ValueError:
+        raise ConfigError(f"{where}: not a valid URL") from None
+    if "@" in parts.netloc:
+        raise ConfigError(f"{where}: holds a user or password before the host; the API token is all callsync sends")
 
 
 def _check_database_backend(config_path: Path, database: DatabaseSettings) -> None:
@@ -308,12 +321,25 @@ def _resolved_database(database: DatabaseSettings, resolve) -> dict:
 
 def _with_token(settings: Settings) -> Settings:
     token = os.environ.get(settings.api.token_env, "").strip()
+    where = f"${settings.api.token_env}"
     if not token and settings.api.token_file:
         where = f"{settings.source or 'config'}: [api] token_file"
-        try:
-            token = settings.api.token_file.read_text().strip()
-        except FileNotFoundError:
-            raise ConfigError(f"{where}: {settings.api.token_file} does not exist") from None
-        except OSError as exc:
-            raise ConfigError(f"{where}: cannot read {settings.api.token_file}: {exc.strerror}") from None
+        token = _read_token_file(settings.api.token_file, where)
+    if _CONTROL.search(token):  # it goes in a header: a line break would start another one
+        raise ConfigError(f"{where}: the token holds a line break or another control character; it must be one line")
     return settings.model_copy(update={"token": SecretStr(token) if token else None})
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _read_token_file(path: Path, where: str) -> str:
+    """The file's one line, without the newline after it (or a byte-order mark before it)."""
+    try:
+        return path.read_text(encoding="utf-8-sig").strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: {path} does not exist") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: {path} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc.strerror}") from None

@@ -201,3 +201,35 @@ async def test_backfill_killed_at_random_moments_ends_identical(tmp_path):
     assert settled_calls <= scalar(database, "SELECT sum(row_count) FROM sync_windows") <= data.calls_total
     leftovers = [path.name for path in Path(tmp_path).iterdir() if path.name.endswith(".wal")]
     assert not leftovers or scalar(database, "SELECT count(*) FROM calls") == data.calls_total
+
+
+@pytest.mark.parametrize(
+    "token_file, env_token, base_url, fragments",
+    [
+        (b"tok_SECRET\r\nX-Injected: y", None, None, ["[api] token_file", "line break", "one line"]),
+        (b"tok_SECRET\nX-Injected: y\n", None, None, ["[api] token_file", "line break"]),
+        (b"\xff\xfetok_SECRET\n", None, None, ["[api] token_file", "token.txt is not UTF-8 text"]),
+        (None, "tok_SECRET\nX-Injected: y", None, ["$CALLSYNC_TOKEN", "line break"]),
+        (None, "sandbox-token", "http://u:pw_SECRET@127.0.0.1:9", ["[api] base_url", "user or password"]),
+        (None, "sandbox-token", "http://[::1:9", ["[api] base_url", "not a valid URL"]),
+    ],
+)
+async def test_a_bad_token_or_base_url_is_one_line_exit_2_without_the_secret(tmp_path, token_file, env_token, base_url,
+                                                                           fragments):
+    write_config(tmp_path, base_url or "http://127.0.0.1:9", api={"token_env": "CALLSYNC_TOKEN", "token_file": "token.txt"})
+    if token_file is not None:
+        (tmp_path / "token.txt").write_bytes(token_file)
+    result = await run_cli("sync", cwd=tmp_path, token=env_token)
+    assert result.code == 2, result.stderr
+    assert_one_line_error(result, "callsync: error: ", *fragments)
+    assert "SECRET" not in result.stderr and "Injected" not in result.stderr
+
+
+def test_a_token_files_trailing_newline_and_byte_order_mark_are_not_the_token(tmp_path, monkeypatch):
+    from pipeline.config import load_settings
+
+    monkeypatch.delenv("CALLSYNC_TOKEN", raising=False)
+    write_config(tmp_path, "http://127.0.0.1:9", api={"token_file": "token.txt"})
+    for content in (b"tok_abc\n", b"tok_abc\r\n", b"\xef\xbb\xbftok_abc\n"):
+        (tmp_path / "token.txt").write_bytes(content)
+        assert load_settings(tmp_path / "callsync.toml").require_token().get_secret_value() == "tok_abc"
