@@ -83,10 +83,21 @@ class MediaFolder:
         try:
             self.temp.mkdir(parents=True, exist_ok=True)
             self._real_root = os.path.realpath(self.root)
+            self._refuse_temp_elsewhere()
             self._claim()
             return self._remove_orphans()
         except OSError as exc:
             raise disk_error(exc, self.temp) from None
+
+    def _refuse_temp_elsewhere(self) -> None:
+        """Temp files are written, and those of gone runs removed, in ``.tmp``: a symlink
+        there to another folder would have them written and removed in that folder."""
+        real = os.path.realpath(self.temp)
+        if real != os.path.join(self._real_root, TEMP_DIR) or not os.path.isdir(real):
+            raise DiskError(
+                f"{self.temp}: resolves to {real}, outside the media folder; refused"
+                " (make it a plain folder, or remove it: callsync creates it)"
+            )
 
     def clean_temp(self) -> None:
         """Best effort, at the end of a run: this run's temp files (cancelled downloads) and

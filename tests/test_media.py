@@ -24,6 +24,7 @@ from pipeline.config import load_settings
 from pipeline.sandbox import Faults, SandboxData, run_sandbox
 from pipeline.store import FileStore
 from tests.conftest import TOKEN, run_cli, start_cli, write_config
+from tests.dbcheck import scalar
 
 
 @pytest.fixture
@@ -515,13 +516,34 @@ async def test_hostile_call_ids_never_write_outside_the_media_folder(sandbox, ma
         assert path.is_relative_to(media_dir / "recordings") and path.name == file_stem(hostile) + ".mp3"
         assert path.read_bytes() == data.recording_bytes(call["id"])
     outside = [path for path in tmp_path.rglob("*") if path.is_file() and not path.resolve().is_relative_to(media_dir)]
-    snapshot = os.readlink(tmp_path / "callsync.duckdb")
-    assert sorted(str(path.relative_to(tmp_path)) for path in outside) == [
-        ".callsync/callsync.duckdb", snapshot, "callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"
+    databases = [path for path in outside if path.parent.name == ".callsync"]  # working, snapshot, the one replaced
+    assert all(path.name.startswith("callsync.duckdb") for path in databases) and len(databases) <= 3
+    assert sorted(str(path.relative_to(tmp_path)) for path in outside if path not in databases) == [
+        "callsync.duckdb", "callsync.duckdb.lock", "callsync.toml"
     ]
     for escaped in (Path("/etc/cron.d/evil.mp3"), tmp_path / "escaped.mp3", tmp_path.parent / "escaped.mp3"):
         assert not escaped.exists()
     assert len(final_files(settings)) == len(recorded_calls(data)) - len(not_http)
+
+
+async def test_a_temp_folder_that_leads_outside_the_media_folder_is_refused(sandbox, tmp_path):
+    # Temp files are written in .tmp, and those of killed runs removed from it: through a
+    # symlink, that would be another folder's files.
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "sub").mkdir(parents=True)
+    (elsewhere / "important.txt").write_text("keep me")
+    (elsewhere / "sub" / "notes.txt").write_text("and me")
+    (tmp_path / "media").mkdir()
+    (tmp_path / "media" / ".tmp").symlink_to(elsewhere)
+    data = sandbox.data
+    cli_config(tmp_path, sandbox)
+    result = await run_cli("backfill", "--start", str(data.first_day), "--end", str(data.today), cwd=tmp_path)
+    assert result.code == 1, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert error.startswith("callsync: error: ") and "outside the media folder; refused" in error
+    assert sorted(str(path.relative_to(elsewhere)) for path in elsewhere.rglob("*")) == ["important.txt", "sub", "sub/notes.txt"]
+    assert not list((tmp_path / "media").rglob("*.mp3"))
+    assert scalar(tmp_path / "callsync.duckdb", "SELECT count(*) FROM calls") == data.calls_total  # the calls are kept
 
 
 # --- the command line: process boundaries ---------------------------------------------------------
