@@ -64,7 +64,7 @@ def forget(settings: Settings, caller_numbers: list[str], call_ids: list[str]) -
     values = forget_values(caller_numbers, call_ids)
     summary = ForgetSummary(new_run_id())
     store = settings.database.store()
-    if not store.is_published():
+    if not store.exists():
         raise DiskError(f"{store.path}: database does not exist yet (nothing to forget)")
     with store.lock():
         conn = store.open()

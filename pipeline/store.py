@@ -81,6 +81,9 @@ class Store(Protocol):
 
     def is_published(self) -> bool: ...
 
+    def exists(self) -> bool:
+        """Whether a run has made the database, published or not."""
+
     def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published: ...
 
     def rewrite(self, then: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
@@ -142,6 +145,9 @@ class FileStore:
 
     def is_published(self) -> bool:
         return self.path.exists()
+
+    def exists(self) -> bool:
+        return self.working.exists() or self.is_published()
 
     def upkeep_due(self, conn: duckdb.DuckDBPyConnection) -> bool:
         return False

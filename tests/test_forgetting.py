@@ -261,6 +261,28 @@ async def test_forget_a_call_by_id(tiny_sandbox, tiny_data, tmp_path):
     assert scalar(database, "SELECT count(*) FROM deleted_calls") == 0  # skipped at load, not "deleted upstream"
 
 
+async def test_forget_works_on_the_working_database_when_path_is_gone(tiny_sandbox, tiny_data, tmp_path):
+    # `path` removed, or dangling: the data are still in .callsync/, and the next run would publish them.
+    write_config(tmp_path, tiny_sandbox.base_url, sync={"start_date": str(tiny_data.first_day)})
+    database = tmp_path / "callsync.duckdb"
+    assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
+    [(call_id,)] = rows(database, "SELECT id FROM calls ORDER BY id LIMIT 1")
+    for snapshot in (tmp_path / ".callsync").glob("*.snapshot-*"):
+        snapshot.unlink()
+    assert database.is_symlink() and not database.exists()
+    result = await run_cli("forget", "--call-id", call_id, "--yes", cwd=tmp_path)
+    assert result.code == 0 and "forget ok: 1 calls" in result.stdout, result.stderr
+    assert scalar(database, "SELECT count(*) FROM calls WHERE id = ?", [call_id]) == 0  # published again
+    assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
+    assert scalar(database, "SELECT count(*) FROM calls WHERE id = ?", [call_id]) == 0
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    write_config(fresh, tiny_sandbox.base_url)
+    nothing = await run_cli("forget", "--call-id", call_id, "--yes", cwd=fresh)
+    assert nothing.code == 1 and "database does not exist yet (nothing to forget)" in nothing.stderr
+    assert not list(fresh.rglob("*.duckdb*"))
+
+
 async def test_verify_finds_what_sync_cannot_and_mends_it_at_the_lowest_cost(tmp_path):
     tiny_data = SandboxData.generate(seed=11, calls=400, days=8)  # more days than the lookback
     async with run_sandbox(data=tiny_data, faults=Faults(), host="127.0.0.1", port=0) as tiny_sandbox:
