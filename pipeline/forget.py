@@ -119,7 +119,5 @@ def _empty_media_temp(media_dir: Path) -> int:
 
 def list_tombstones(settings: Settings) -> list[tuple]:
     with settings.database.store().read_only() as conn:
-        tables = {row[0] for row in conn.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() AND schema_name = current_schema()"
-        ).fetchall()}
+        tables = {row[0] for row in load.run_sql(conn, "user_tables").fetchall()}
         return load.run_sql(conn, "list_tombstones").fetchall() if "tombstones" in tables else []

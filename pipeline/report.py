@@ -10,7 +10,8 @@ from typing import Any
 import duckdb
 
 from pipeline import clock
-from pipeline.sqlfiles import run_sql
+from pipeline.errors import DiskError
+from pipeline.sqlfiles import MIGRATIONS_TABLE, run_sql
 from pipeline.store import Store, as_store
 
 WATERMARK_KEY = "watermark"  # pipeline.state.WATERMARK_KEY, without importing the sync's modules
@@ -19,6 +20,7 @@ WATERMARK_KEY = "watermark"  # pipeline.state.WATERMARK_KEY, without importing t
 def status(database: Path | str | Store) -> dict[str, Any]:
     store = as_store(database)
     with store.read_only() as conn:
+        _require_callsync_tables(conn, store)
         watermark = run_sql(conn, "get_state", key=WATERMARK_KEY).fetchone()
         facts = {
             "database": str(store.path),
@@ -32,6 +34,16 @@ def status(database: Path | str | Store) -> dict[str, Any]:
         facts.update(store.describe(conn))  # "snapshot" for a file, "lake" for a lake
     facts["runs"] = _died_runs_shown_interrupted(facts["runs"], store)
     return facts
+
+
+def _require_callsync_tables(conn: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """A file at path that another tool made (opening a missing path read-write creates
+    an empty database) has none of callsync's tables."""
+    if MIGRATIONS_TABLE not in {row[0] for row in run_sql(conn, "user_tables").fetchall()}:
+        raise DiskError(
+            f"{store.path}: not a callsync database (no {MIGRATIONS_TABLE} table): another tool made it?"
+            f" Remove it; the next run publishes the snapshot there"
+        )
 
 
 def _died_runs_shown_interrupted(runs: list[dict[str, Any]], store: Store) -> list[dict[str, Any]]:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import glob
+import logging
 import os
 import shutil
 import time
@@ -44,7 +45,16 @@ from typing import Any, Callable, ContextManager, Iterator, Protocol
 
 import duckdb
 
-from pipeline.errors import CallsyncError, DatabaseLockedError, DatabaseMemoryError, DiskError, command_hint, first_line
+from pipeline.errors import (
+    CallsyncError,
+    ConfigError,
+    DatabaseLockedError,
+    DatabaseMemoryError,
+    DiskError,
+    command_hint,
+    first_line,
+)
+from pipeline.sqlfiles import MIGRATIONS_TABLE, run_sql
 
 WORKING_DIR = ".callsync"
 PUBLISH_PREFIX = ".callsync-publish-"  # the new symlink, in path's folder, before its rename
@@ -52,6 +62,7 @@ SNAPSHOT_INFIX = ".snapshot-"
 REWRITE_SUFFIX = ".rewrite-tmp"  # the working database's rewrite, before its rename  # .callsync/<name>.snapshot-<hex time>
 FICLONE = 0x40049409  # linux/fs.h: share the source's extents (btrfs, xfs, ...)
 _COPY_CHUNK = 1 << 30
+log_ = logging.getLogger("callsync.store")
 
 
 @dataclass(frozen=True)
@@ -231,16 +242,29 @@ class FileStore:
 
     def _take_over(self) -> None:
         """A path from before snapshots was callsync's own database: copy it, with the log of
-        commits a killed run had not checkpointed yet, to become the working database."""
-        log = Path(f"{self.path}.wal")
+        commits a killed run had not checkpointed yet, to become the working database.
+        DuckDB names that log after the file it resolves, so for a path that is the user's
+        symlink the log is beside its target. A snapshot of ours (the working database
+        was lost) comes without its log: that one would be an analyst's session's."""
+        source = Path(os.path.realpath(self.path))
+        ours = source.parent == Path(os.path.realpath(self.working.parent))
+        if not ours:
+            _refuse_foreign(self.path)
+        log = Path(f"{source}.wal")
         staged = self.working.with_name(self.working.name + ".takeover")
         _remove(Path(f"{self.working}.wal"))
-        if log.exists() and not self.path.is_symlink():
+        if log.exists() and not ours:
             _copy_durably(log, Path(f"{staged}.wal"))
             os.replace(f"{staged}.wal", f"{self.working}.wal")
-        _copy_durably(self.path, staged)
+        _copy_durably(source, staged)
         os.replace(staged, self.working)
         _fsync_dir(self.working.parent)
+        if source != self.path.absolute():
+            log_.warning(
+                "%s: took over %s, which it led to, as the working database %s; %s stays where it is"
+                " (callsync no longer uses it): remove it once you no longer need it",
+                self.path, source, self.working, source,
+            )
 
     def publish(self, conn: duckdb.DuckDBPyConnection, *, rewrite: bool = False) -> Published:
         """Make a complete copy of what ``conn`` has committed the snapshot ``path`` shows.
@@ -361,6 +385,21 @@ class FileStore:
             "working_changed_at": working_changed,
             "free_bytes": shutil.disk_usage(self.path.parent).free if self.path.parent.exists() else None,
         }
+
+
+def _refuse_foreign(path: Path) -> None:
+    """A DuckDB file with tables but none of callsync's is someone else's database (a
+    [database] path pointing at the wrong file): taking it over would publish over it."""
+    try:
+        with duckdb.connect(str(path), read_only=True) as conn:
+            tables = [row[0] for row in run_sql(conn, "user_tables").fetchall()]
+    except duckdb.Error as exc:
+        raise DiskError(f"{path}: cannot take it over as callsync's database: {first_line(exc)}") from None
+    if tables and MIGRATIONS_TABLE not in tables:
+        raise ConfigError(
+            f"{path}: a database callsync did not make (tables {', '.join(tables[:5])}, no {MIGRATIONS_TABLE});"
+            " callsync publishes its snapshot at [database] path: move that file away, or set another path"
+        )
 
 
 def _published_ns(snapshot: Path) -> int:

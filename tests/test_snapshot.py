@@ -228,6 +228,46 @@ async def test_a_database_from_the_current_layout_is_taken_over_without_resyncin
     assert_same_calls(database, data)
 
 
+async def test_a_users_symlink_at_path_is_taken_over_with_the_log_beside_its_target(tmp_path):
+    # An older layout where path was the user's symlink to a file on another disk. DuckDB
+    # named the log after the target, so a commit not yet checkpointed is there.
+    data = SandboxData.generate(seed=9, calls=200, days=4)
+    database = tmp_path / "callsync.duckdb"
+    first, _ = days(data)
+    async with run_sandbox(data=data) as sandbox:
+        write_config(tmp_path, sandbox.base_url, sync={"start_date": first, "lookback_days": 1})
+        assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
+        _back_to_one_file(database)
+        target = tmp_path / "olddisk" / "calls.duckdb"
+        target.parent.mkdir()
+        database.rename(target)
+        database.symlink_to(target)
+        _commit_and_die(database, "INSERT INTO sync_state VALUES ('marker', 'kept', now())")
+        assert Path(f"{target}.wal").exists()
+
+        again = await run_cli("sync", "--no-media", cwd=tmp_path)
+        assert again.code == 0, again.stderr
+        assert "0 new / 0 updated" in again.stdout
+        assert f"took over {target}" in again.stderr and "stays where it is" in again.stderr
+    assert scalar(database, "SELECT value FROM sync_state WHERE key = 'marker'") == "kept"
+    assert os.path.realpath(database).startswith(str(tmp_path / ".callsync"))
+    assert_same_calls(database, data)
+
+
+async def test_a_database_callsync_did_not_make_is_never_taken_over(tmp_path):
+    database = tmp_path / "callsync.duckdb"
+    write_config(tmp_path, "http://127.0.0.1:9")  # refused before any request
+    with duckdb.connect(str(database)) as conn:  # e.g. [database] path set to an analyst's own file
+        conn.execute("CREATE TABLE notes AS SELECT 1 AS n")
+    for command in (["sync", "--no-media"], ["status"]):
+        result = await run_cli(*command, cwd=tmp_path)
+        [line] = result.stderr.splitlines()
+        assert line.startswith("callsync: error: ") and "not" in line and "callsync" in line and "Traceback" not in result.stderr
+        assert result.code == (2 if command[0] == "sync" else 1)
+    assert not database.is_symlink() and scalar(database, "SELECT count(*) FROM notes") == 1
+    assert not (tmp_path / ".callsync" / "callsync.duckdb").exists()
+
+
 def _back_to_one_file(database: Path) -> None:
     """The layout before snapshots: callsync's own database at path, nothing beside it."""
     working = database.parent / ".callsync" / database.name
