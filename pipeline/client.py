@@ -635,8 +635,12 @@ async def _error_detail(response: aiohttp.ClientResponse) -> str:
             text = str(body.get("message") or body.get("error") or text)
     except (ValueError, RecursionError):  # deeply nested: the status says what happened, the text is shown as is
         pass
-    text = " ".join(text.split())[:ERROR_BODY_CHARS]
+    # One line, and no escape sequence reaches a terminal or a log viewer.
+    text = _CONTROL_CHARS.sub("?", " ".join(text.split()))[:ERROR_BODY_CHARS]
     return f": {text}" if text else ""
+
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def _malformed(exc: aiohttp.ClientResponseError) -> str:

@@ -35,8 +35,9 @@ FilePath = Annotated[Path, Field(strict=False)]
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 # A lake schema name that needs no quoting in DuckDB or PostgreSQL (63 bytes: PostgreSQL's limit).
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-# libpq's password=... keyword, or the password in a postgresql://user:password@host URI.
-_CONNINFO_PASSWORD = re.compile(r"(^|[\s:])password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
+# libpq's password=... (or sslpassword=..., the client key's) keyword, or the password in a
+# postgresql://user:password@host URI.
+_CONNINFO_PASSWORD = re.compile(r"(^|[\s:])(ssl)?password\s*=|://[^/@\s]*:[^/@\s]*@", re.IGNORECASE)
 _POSTGRES_URI = re.compile(r"postgres(ql)?://", re.IGNORECASE)
 
 
@@ -238,7 +239,7 @@ def _holds_password(conninfo: str) -> bool:
     if not _POSTGRES_URI.match(conninfo):
         return False
     query = urlsplit(conninfo).query
-    return any(key.strip().lower() == "password" for key, _ in parse_qsl(query, keep_blank_values=True))
+    return any(key.strip().lower() in ("password", "sslpassword") for key, _ in parse_qsl(query, keep_blank_values=True))
 
 
 def _read_toml(config_path: Path) -> dict:

@@ -354,3 +354,17 @@ async def test_a_deeply_nested_error_body_leaves_the_status_its_meaning():
             with pytest.raises(NotFoundError, match="HTTP 404 not found"):
                 await client.get_transcript(f"{base_url}/api/call-tracking/calls/c1/transcript")
     assert listing.calls == [] and answered == [500, 200]
+
+
+async def test_an_error_body_reaches_the_message_without_control_characters():
+    async def calls(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="\x1b]0;owned\x07\x1b[2J gone\r\nX-Injected: 1")
+
+    app = web.Application()
+    app.router.add_get("/api/call-tracking/calls", calls)
+    async with serve_app(app) as base_url:
+        async with CallTrackingClient(base_url, TOKEN, ClientOptions(**FAST)) as client:
+            with pytest.raises(NotFoundError) as raised:
+                await client.list_calls()
+    message = str(raised.value)
+    assert "gone X-Injected: 1" in message and not any(ord(character) < 32 for character in message)

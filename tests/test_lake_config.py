@@ -46,6 +46,8 @@ def test_lake_keys_are_validated(tmp_path, toml, fragments):
         "postgres:postgresql://callsync@127.0.0.1:1/lake?password=hunter2&sslmode=disable",
         "postgres:postgres://db.internal/lake?sslmode=require&PassWord=hunter2",
         "postgres:postgresql://db.internal/lake?pass%77ord=hunter2",
+        "postgres:dbname=lake sslcert=c.pem sslkey=k.pem sslpassword=hunter2",
+        "postgres:postgresql://db.internal/lake?sslpassword=hunter2",
     ],
 )
 def test_a_catalog_password_is_refused_and_never_repeated(tmp_path, catalog):
