@@ -206,7 +206,8 @@ def _publishing(database: Path) -> int:
     return int(len(snapshots) > 1 or bool(first_publish) or bool(list(database.parent.glob(".callsync-publish-*"))))
 
 
-async def test_a_database_from_the_current_layout_is_taken_over_without_resyncing(tmp_path):
+@pytest.mark.parametrize("layout", ["one file", "a symlink of the user's"])
+async def test_a_database_from_the_current_layout_is_taken_over_without_resyncing(tmp_path, layout):
     data = SandboxData.generate(seed=9, calls=400, days=8)
     database = tmp_path / "callsync.duckdb"
     first, last = days(data)
@@ -214,43 +215,26 @@ async def test_a_database_from_the_current_layout_is_taken_over_without_resyncin
         write_config(tmp_path, sandbox.base_url, sync={"start_date": first, "lookback_days": 1})
         assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
         _back_to_one_file(database)
-        # An older run killed after a commit it had not checkpointed: its log is beside the file.
+        target = database
+        if layout == "a symlink of the user's":  # to a file on another disk, say
+            target = tmp_path / "olddisk" / "calls.duckdb"
+            target.parent.mkdir()
+            database.rename(target)
+            database.symlink_to(target)
+        # An older run killed after a commit it had not checkpointed: its log is beside the
+        # file (DuckDB names it after the file a symlink leads to).
         _commit_and_die(database, "INSERT INTO sync_state VALUES ('marker', 'kept', now())")
-        assert Path(f"{database}.wal").exists() and not database.is_symlink()
+        assert Path(f"{target}.wal").exists() and database.is_symlink() == (target != database)
 
         before = len(sandbox.log.since(0))
         again = await run_cli("sync", "--no-media", cwd=tmp_path)
         assert again.code == 0, again.stderr
         assert "0 new / 0 updated" in again.stdout
         assert len(sandbox.log.since(0)) - before < 8  # the lookback windows, numbers, flows: not 8 days again
-    assert database.is_symlink() and not Path(f"{database}.wal").exists()
+        if target != database:
+            assert f"took over {target}" in again.stderr and "stays where it is" in again.stderr
+    assert os.path.realpath(database).startswith(str(tmp_path / ".callsync")) and not Path(f"{database}.wal").exists()
     assert scalar(database, "SELECT value FROM sync_state WHERE key = 'marker'") == "kept"
-    assert_same_calls(database, data)
-
-
-async def test_a_users_symlink_at_path_is_taken_over_with_the_log_beside_its_target(tmp_path):
-    # An older layout where path was the user's symlink to a file on another disk. DuckDB
-    # named the log after the target, so a commit not yet checkpointed is there.
-    data = SandboxData.generate(seed=9, calls=200, days=4)
-    database = tmp_path / "callsync.duckdb"
-    first, _ = days(data)
-    async with run_sandbox(data=data) as sandbox:
-        write_config(tmp_path, sandbox.base_url, sync={"start_date": first, "lookback_days": 1})
-        assert (await run_cli("sync", "--no-media", cwd=tmp_path)).code == 0
-        _back_to_one_file(database)
-        target = tmp_path / "olddisk" / "calls.duckdb"
-        target.parent.mkdir()
-        database.rename(target)
-        database.symlink_to(target)
-        _commit_and_die(database, "INSERT INTO sync_state VALUES ('marker', 'kept', now())")
-        assert Path(f"{target}.wal").exists()
-
-        again = await run_cli("sync", "--no-media", cwd=tmp_path)
-        assert again.code == 0, again.stderr
-        assert "0 new / 0 updated" in again.stdout
-        assert f"took over {target}" in again.stderr and "stays where it is" in again.stderr
-    assert scalar(database, "SELECT value FROM sync_state WHERE key = 'marker'") == "kept"
-    assert os.path.realpath(database).startswith(str(tmp_path / ".callsync"))
     assert_same_calls(database, data)
 
 
