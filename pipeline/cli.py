@@ -234,16 +234,20 @@ def media(config_path, verify, ignore_backoff, log_format, verbose) -> None:
 @click.option("--start", callback=parse_date, help="First day (YYYY-MM-DD, UTC; default [sync] start_date, else the first synced day).")
 @click.option("--end", callback=parse_date, help="Last day, inclusive (YYYY-MM-DD, UTC; default today).")
 @click.option("--dry-run", is_flag=True, help="Only report what differs; change nothing.")
+@click.option(
+    "--full", is_flag=True,
+    help="List every window in full, call by call, even where the totals match (costs a backfill's requests).",
+)
 @log_options
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: only on a TTY).")
-def verify(config_path, start, end, dry_run, log_format, verbose, progress) -> None:
+def verify(config_path, start, end, dry_run, full, log_format, verbose, progress) -> None:
     """Compare the database with the API over a range, at the lowest cost, and mend what differs."""
     with _loading():
         from pipeline import verify as checking
 
     settings = _settings(config_path, log_format, verbose)
     with _progress_bar(progress) as bar:
-        summary, report = asyncio.run(checking.verify(settings, start, end, dry_run=dry_run, progress=bar))
+        summary, report = asyncio.run(checking.verify(settings, start, end, dry_run=dry_run, full=full, progress=bar))
     click.echo(report.line())
     _finish(summary)
 

@@ -327,11 +327,16 @@ def tidy(conn: duckdb.DuckDBPyConnection, settings: Settings, run_id: str) -> Re
     return removed
 
 
+def first_kept_day(keep_days: int) -> date:
+    """The first day [sync] keep_days keeps (its calls from the cutoff's time of day on)."""
+    return (load.utcnow() - timedelta(days=keep_days)).date()
+
+
 def unexpired(planned: RunPlan, keep_days: int | None) -> RunPlan:
     """The run's days without those older than [sync] keep_days: older calls are not fetched again."""
     if keep_days is None:
         return planned
-    first_kept = (load.utcnow() - timedelta(days=keep_days)).date()
+    first_kept = first_kept_day(keep_days)
 
     def clipped(windows: list[Window]) -> list[Window]:
         return [Window(max(window.start, first_kept), window.end) for window in windows if window.end >= first_kept]

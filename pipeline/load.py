@@ -104,13 +104,16 @@ def apply_migrations(conn: duckdb.DuckDBPyConnection, *, through: str | None = N
 
 @dataclass(frozen=True)
 class WindowBatch:
-    """One verified window, ready to commit."""
+    """One verified window, ready to commit. ``listed_on``: the UTC day its listing began;
+    only the days over by then are settled (a listing begun at 23:59 and committed after
+    midnight may lack that day's last calls)."""
 
     scope: str
     start: date
     end: date
     calls: pa.Table
     rejected: pa.Table
+    listed_on: date
 
 
 @dataclass(frozen=True)
@@ -162,7 +165,7 @@ def commit_windows(
             conn.register("batch", rejected)
             run_sql(conn, "insert_rejected", run_id=run_id, rejected_at=synced_at)
             conn.unregister("batch")
-        settled = _settled_windows(batches, clock.today())
+        settled = _settled_windows(batches)
         if settled.num_rows:
             conn.register("windows", settled)
             run_sql(conn, "checkpoint_windows", run_id=run_id, synced_at=synced_at)
@@ -196,16 +199,20 @@ def _indexed_calls(batches: Sequence[WindowBatch]) -> pa.Table:
     return last_row_per_id(pa.concat_tables(tables) if tables else CALL_SCHEMA.empty_table())
 
 
-def _settled_windows(batches: Sequence[WindowBatch], today: date) -> pa.Table:
-    """The windows' checkpoints, through yesterday only: today can still get calls and later
-    days have not happened, so neither is recorded as settled (the next run reads them again)."""
-    last_settled = today - timedelta(days=1)
-    settled = [batch for batch in batches if batch.start <= last_settled]
+def last_settled_day(batches: Sequence[WindowBatch]) -> date:
+    """The last day every batch's listing began after: the day its listing began can still
+    get calls and later days have not happened (the next run reads them again)."""
+    return min(batch.listed_on for batch in batches) - timedelta(days=1)
+
+
+def _settled_windows(batches: Sequence[WindowBatch]) -> pa.Table:
+    """The windows' checkpoints, through the day before each one's listing began."""
+    settled = [batch for batch in batches if batch.start <= last_settled_day([batch])]
     return pa.table(
         {
             "scope": pa.array([batch.scope for batch in settled], pa.string()),
             "window_start": pa.array([batch.start for batch in settled], pa.date32()),
-            "window_end": pa.array([min(batch.end, last_settled) for batch in settled], pa.date32()),
+            "window_end": pa.array([min(batch.end, last_settled_day([batch])) for batch in settled], pa.date32()),
             "row_count": pa.array([batch.calls.num_rows for batch in settled], pa.int32()),
         }
     )

@@ -567,12 +567,13 @@ class WindowLoader:
 
     async def _work(self, planner: WindowPlanner) -> None:
         while (window := await planner.next()) is not None:
+            listed_on = clock.today()
             try:
                 fetched = await self._fetch(planner, window)
             finally:
                 planner.done(window)
             if fetched is not None:
-                await self._hand_over(fetched)
+                await self._hand_over(fetched, listed_on)
 
     async def _fetch(self, planner: WindowPlanner, window: Window) -> FetchedWindow | None:
         """The verified window, or None when the range was cut (its parts are queued) or failed."""
@@ -602,7 +603,7 @@ class WindowLoader:
         self.summary.failures.append(message if message.startswith(f"window {window}:") else f"window {window}: {message}")
         log.error("window %s failed: %s", window, exc, extra={"event": "window_failed", "window": str(window)})
 
-    async def _hand_over(self, fetched: FetchedWindow) -> None:
+    async def _hand_over(self, fetched: FetchedWindow, listed_on: date) -> None:
         window = fetched.window
         batch = WindowBatch(
             self.scope,
@@ -610,6 +611,7 @@ class WindowLoader:
             window.end,
             fetched.calls,
             columns.rejected_to_arrow(fetched.rejected),
+            listed_on,
         )
         self.summary.refetches += fetched.refetches
         future = await self.writer.submit_window(batch)
@@ -637,13 +639,13 @@ def _advance_watermark(
     conn: duckdb.DuckDBPyConnection, batches: list[WindowBatch], tracker: state.WatermarkTracker
 ) -> None:
     """Runs in the writer thread, inside the windows' transaction: the watermark moves
-    only once every window before it is committed, and never past yesterday (the last
-    day that can be fully synced)."""
+    only once every window before it is committed, and never past the day before the
+    listings began (the last day that can be fully synced)."""
     watermark = None
     for batch in batches:
         watermark = tracker.mark_done(Window(batch.start, batch.end)) or watermark
     if watermark is not None:
-        watermark = min(watermark, clock.today() - timedelta(days=1))
+        watermark = min(watermark, load.last_settled_day(batches))
         load.set_state(conn, state.WATERMARK_KEY, watermark.isoformat())
 
 

@@ -7,7 +7,8 @@
    window fits on one page (as most do, by 1.) it is the whole listing, compared id by id
    and field by field. A window whose total differs from the calls held for its days is
    listed in full; one whose total matches and that does not fit on a page is taken as
-   matching (reading its ids would be a full listing).
+   matching (reading its ids would be a full listing), except with ``--full``, which
+   lists every window.
 3. Every complete listing got (from page 1 or in full) is committed like a sync's window:
    missing calls are added, changed ones updated, calls no longer listed moved to
    ``deleted_calls``, calls listed again restored (see pipeline.erasure). With
@@ -23,7 +24,7 @@ from datetime import date, timedelta
 from functools import partial
 
 import duckdb
-from pipeline import columns, erasure, load, sync
+from pipeline import clock, columns, erasure, load, sync
 from pipeline.client import CallTrackingClient
 from pipeline.config import Settings
 from pipeline.errors import ApiError, AuthError, BudgetExhausted, UsageError, WindowNotConvergedError
@@ -63,6 +64,8 @@ class VerifyReport:
 
 
 def verify_range(settings: Settings, start: date | None, end: date | None, committed_from: date | None) -> tuple[date, date]:
+    """The days asked for, through today at most, and none older than [sync] keep_days keeps
+    (the run's tidy would remove them again): then start may come after end, nothing to do."""
     today = sync.utc_today()
     end = min(end or today, today)
     start = start or settings.sync.start_date or committed_from
@@ -70,16 +73,22 @@ def verify_range(settings: Settings, start: date | None, end: date | None, commi
         raise UsageError("nothing to verify yet: give --start, or set [sync] start_date, or run a sync first")
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}")
+    if settings.sync.keep_days is not None:
+        start = max(start, erasure.first_kept_day(settings.sync.keep_days))
     return start, end
 
 
 async def verify(
     settings: Settings, start: date | None = None, end: date | None = None, *, dry_run: bool = False,
-    progress: sync.Progress = sync.NO_PROGRESS,
+    full: bool = False, progress: sync.Progress = sync.NO_PROGRESS,
 ) -> tuple[sync.RunSummary, VerifyReport]:
+    """``full``: list every window in full, never taking a window as matching by its total
+    (a call missing here and another extra, or one deleted upstream and one arrived while a
+    window was paged, leave the counts equal)."""
     report = VerifyReport(dry_run=dry_run)
 
     async def work(client: CallTrackingClient, writer: Writer, summary: sync.RunSummary) -> None:
+        listed_on = clock.today()
         first, last = verify_range(settings, start, end, await writer.run(_first_committed_day))
         held = await writer.run(partial(_held_per_day, start=first, end=last))
         windows = verify_windows(first, last, held, settings.sync.per_page, settings.sync.window_days)
@@ -93,14 +102,14 @@ async def verify(
             max_pages=settings.sync.max_pages_per_window,
             concurrency=client.options.max_concurrency,
         )
-        listings = await _complete_listings(fetcher, windows, held, summary, report)
+        listings = await _complete_listings(fetcher, windows, held if not full else None, summary, report)
         summary.windows_skipped = report.matching_totals
-        await _mend(writer, listings, summary, report, dry_run=dry_run)
+        await _mend(writer, listings, listed_on, summary, report, dry_run=dry_run)
         for listing in listings:
             progress.window_done(listing.window)
 
     command = "verify --dry-run" if dry_run else "verify"
-    args = {"start": start, "end": end, "dry_run": dry_run}
+    args = {"start": start, "end": end, "dry_run": dry_run, "full": full}
     summary = await sync._recorded_run(settings, command, args, work, tidy_data=not dry_run)
     return summary, report
 
@@ -132,10 +141,11 @@ def verify_windows(start: date, end: date, held: dict[date, int], per_page: int,
 
 
 async def _complete_listings(
-    fetcher: WindowFetcher, windows: list[Window], held: dict[date, int], summary: sync.RunSummary,
+    fetcher: WindowFetcher, windows: list[Window], held: dict[date, int] | None, summary: sync.RunSummary,
     report: VerifyReport,
 ) -> list[FetchedWindow]:
-    """Page 1 of each window; then the full listing of the windows whose totals differ.
+    """Page 1 of each window; then the full listing of the windows whose totals differ from
+    ``held`` (of every window that page 1 does not hold whole, with ``held`` None).
     Bounded by the client's concurrency, as the sync's windows are."""
     listings: list[FetchedWindow] = []
     queue = list(reversed(windows))
@@ -147,7 +157,7 @@ async def _complete_listings(
         if calls.num_rows + len(rejected) == total:
             listings.append(FetchedWindow(window, calls, rejected, total, 1))
             report.whole_on_first_page += 1
-        elif total != _held_in(window, held):
+        elif held is None or total != _held_in(window, held):
             listings.append(await fetcher.fetch(window, first))
             report.listed_in_full += 1
         else:
@@ -176,13 +186,19 @@ def _held_in(window: Window, held: dict[date, int]) -> int:
 
 
 async def _mend(
-    writer: Writer, listings: list[FetchedWindow], summary: sync.RunSummary, report: VerifyReport, *, dry_run: bool
+    writer: Writer, listings: list[FetchedWindow], listed_on: date, summary: sync.RunSummary, report: VerifyReport,
+    *, dry_run: bool,
 ) -> None:
     batches = [
-        WindowBatch("", listing.window.start, listing.window.end, listing.calls, columns.rejected_to_arrow(listing.rejected))
+        WindowBatch(
+            "", listing.window.start, listing.window.end, listing.calls, columns.rejected_to_arrow(listing.rejected),
+            listed_on,
+        )
         for listing in listings
     ]
-    if dry_run:
+    if not batches:  # every window matched by its total, or failed
+        counts = []
+    elif dry_run:
         counts = await writer.run(partial(load.preview_windows, batches=batches, run_id=summary.run_id))
     else:
         futures = [await writer.submit_window(batch) for batch in batches]

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from datetime import date, datetime, timedelta, timezone
+from functools import partial
 
 import pyarrow as pa
 import pytest
 
-from pipeline import columns, load, sync
-from pipeline.extract import READ_TOGETHER, CallFilters
+from pipeline import columns, load, state, sync
+from pipeline.extract import READ_TOGETHER, CallFilters, Window
 from pipeline.sandbox import SandboxData
 from tests.dbcheck import assert_same_calls, scalar, stored_calls
 
@@ -266,7 +267,8 @@ def test_a_call_in_two_windows_of_one_commit_is_stored_once_from_the_later_windo
 
     def batch(day: int, calls: list[dict]) -> load.WindowBatch:
         return load.WindowBatch(
-            "", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([])
+            "", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([]),
+            date(2026, 6, 1),
         )
 
     store = load.FileStore(tmp_path / "c.duckdb")
@@ -336,7 +338,10 @@ async def commit_four_windows_of_fifty_calls(writer: load.Writer) -> None:
     async with writer:
         for day in range(1, 5):
             calls = [{"id": f"call_{day}_{n}", "started_at": datetime(2026, 5, day, n // 60, n % 60, tzinfo=timezone.utc)} for n in range(50)]
-            window = load.WindowBatch("", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([]))
+            window = load.WindowBatch(
+                "", date(2026, 5, day), date(2026, 5, day), columns.calls_to_arrow(calls), columns.rejected_to_arrow([]),
+                date(2026, 6, 1),
+            )
             await (await writer.submit_window(window))
 
 
@@ -350,3 +355,26 @@ def test_a_call_seen_twice_keeps_the_row_seen_last():
     ]
     unique = seen.slice(0, 2)
     assert columns.last_row_per_id(unique) is unique
+
+
+def test_a_window_listed_before_midnight_and_committed_after_it_leaves_that_day_unsettled(tmp_path, monkeypatch):
+    # Listed at 23:59 on June 1, committed on June 2: June 1 may still have got calls after
+    # its listing began, so only May 31 is settled, and the watermark stops there too.
+    def window(start: date, end: date) -> load.WindowBatch:
+        calls = [{"id": f"call_{start}", "started_at": datetime.combine(start, datetime.min.time(), timezone.utc)}]
+        return load.WindowBatch(
+            "", start, end, columns.calls_to_arrow(calls), columns.rejected_to_arrow([]), date(2026, 6, 1)
+        )
+
+    monkeypatch.setenv("CALLSYNC_NOW", "2026-06-02T00:00:15Z")
+    store = load.FileStore(tmp_path / "m.duckdb")
+    tracker = state.WatermarkTracker()
+    tracker.plan([Window(date(2026, 5, 30), date(2026, 6, 1))], [])
+    with store.session() as conn:
+        load.apply_migrations(conn)
+        batches = [window(date(2026, 5, 30), date(2026, 6, 1))]
+        load.commit_windows(conn, batches, run_id="run", then=partial(sync._advance_watermark, batches=batches, tracker=tracker))
+        settled = conn.execute("SELECT window_start, window_end FROM sync_windows").fetchall()
+        watermark = load.get_state(conn, state.WATERMARK_KEY)
+    assert settled == [(date(2026, 5, 30), date(2026, 5, 31))]
+    assert watermark == "2026-05-31"
