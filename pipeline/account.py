@@ -26,6 +26,10 @@ NUMBER_TYPES = ("local", "toll_free", "vanity")
 NUMBER_COLUMNS = ["id", "phone_number", "display_name", "type", "status", "call_flow_id", "recording_enabled", "created_at"]
 FLOW_COLUMNS = ["id", "name", "created_at", "updated_at"]
 _AREA_CODE = re.compile(r"\d{3}")
+# JSON input is sent on to the API: a flow nests steps a few levels deep, never hundreds, and
+# no field is a number of thousands of digits (Python's own limit for turning one into int).
+MAX_JSON_DEPTH = 100
+MAX_INTEGER_DIGITS = 4300
 
 JsonObject = dict[str, Any]
 
@@ -70,15 +74,46 @@ def area_code(value: str | None) -> str | None:
 
 
 def json_object(text: str, source: str) -> JsonObject:
-    """``text`` parsed as one JSON object; errors name ``source`` and the line and column."""
+    """``text`` parsed as one JSON object; errors name ``source`` and the line and column.
+    Hostile input (nesting past MAX_JSON_DEPTH, an integer of thousands of digits) is
+    refused the same way, in one line, never with a traceback."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_int=_integer)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+    except _Refused as exc:
+        raise UsageError(f"{source}: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{source}: nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)") from None
     if not isinstance(value, dict):
         line, column = _position(text, len(text) - len(text.lstrip()))
         raise UsageError(f"{source}: expected a JSON object, got {_json_kind(value)} at line {line}, column {column}")
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise UsageError(f"{source}: nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)")
     return value
+
+
+class _Refused(ValueError):
+    """A value json.loads must not turn into Python: raised by its hooks, with the reason."""
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
+        raise _Refused(f"an integer of {len(digits.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
+    return int(digits)
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in ``value``; iterative, so any depth is measured."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def read_json_input(file: str | None, text: str | None, stdin: Any) -> JsonObject:

@@ -178,6 +178,34 @@ async def test_bad_input_exits_2_before_any_request(sandbox, workdir):
     assert sandbox.requests == []
 
 
+async def test_hostile_json_input_exits_2_in_one_line_and_sends_nothing(sandbox, workdir):
+    (workdir / "deep.json").write_text("[" * 100_000)
+    (workdir / "deepobj.json").write_text('{"a": ' * 101 + "1" + "}" * 101)
+    (workdir / "bigint.json").write_text('{"n": ' + "9" * 5000 + "}")
+    runs = await asyncio.gather(
+        cli_run(workdir, "flows", "create", "--file", "deep.json", "--dry-run"),
+        cli_run(workdir, "flows", "create", "--file", "deepobj.json"),
+        cli_run(workdir, "flows", "update", "flow_x", "--file", "-", input=b'{"a": ' + b"[" * 100_000),
+        cli_run(workdir, "flows", "create", "--file", "bigint.json", "--dry-run", "--format", "json"),
+        cli_run(workdir, "flows", "create", "--json", '{"n": -' + "1" * 4301 + "}"),
+    )
+    expected = [
+        ["--file deep.json", "nested too deeply", "at most 100 levels"],
+        ["--file deepobj.json", "nested too deeply"],
+        ["--file - (standard input)", "nested too deeply"],
+        ["--file bigint.json", "an integer of 5000 digits", "at most 4300"],
+        ["--json", "an integer of 4301 digits"],
+    ]
+    for run, fragments in zip(runs, expected):
+        assert run.code == 2, run.stderr
+        line = one_line_error(run)
+        assert all(fragment in line for fragment in fragments), line
+        assert run.stdout == "", "a dry run of refused input prints no plan"
+    assert sandbox.requests == []
+    nested = '{"a": ' * 99 + '["ok"]' + "}" * 99  # 100 levels: accepted
+    assert account.read_json_input(None, nested, io.StringIO(""))["a"]["a"]
+
+
 def test_json_input_errors_name_the_input_and_the_position(tmp_path):
     (tmp_path / "bad.json").write_text('{\n  "name": "x",\n  "steps": [1, 2,]\n}\n')
     cases = [
