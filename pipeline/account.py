@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any, Awaitable
+from typing import Any, Awaitable, BinaryIO
 from urllib.parse import quote
 
 from pipeline.client import API_PREFIX, CallTrackingClient
@@ -88,8 +88,7 @@ def json_object(text: str, source: str) -> JsonObject:
     if not isinstance(value, dict):
         line, column = _position(text, len(text) - len(text.lstrip()))
         raise UsageError(f"{source}: expected a JSON object, got {_json_kind(value)} at line {line}, column {column}")
-    if _depth(value) > MAX_JSON_DEPTH:
-        raise UsageError(f"{source}: nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)")
+    _check_tree(value, source)
     return value
 
 
@@ -103,33 +102,72 @@ def _integer(digits: str) -> int:
     return int(digits)
 
 
-def _depth(value: Any) -> int:
-    """How deeply arrays and objects nest in ``value``; iterative, so any depth is measured."""
-    deepest, stack = 0, [(value, 1)]
+def _check_tree(value: Any, source: str) -> None:
+    """Nesting within MAX_JSON_DEPTH, and every key and string valid Unicode (JSON's
+    ``\\ud800`` escape makes a lone surrogate, which no UTF-8 body can carry). Iterative,
+    so any depth is measured."""
+    stack = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if isinstance(item, str):
+            _unicode(item, source)
+            continue
+        children = [*item, *item.values()] if isinstance(item, dict) else item if isinstance(item, list) else None
         if children is None:
             continue
-        deepest = max(deepest, level)
+        if level > MAX_JSON_DEPTH:
+            raise UsageError(f"{source}: nested too deeply (at most {MAX_JSON_DEPTH} levels of arrays and objects)")
         stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
-def read_json_input(file: str | None, text: str | None, stdin: Any) -> JsonObject:
-    """The object from --file F (``-``: standard input) or --json TEXT: exactly one of them."""
+def _unicode(text: str, source: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise UsageError(
+            f"{source}: a string holding a lone surrogate (\\u{ord(text[exc.start]):04x}), not valid Unicode"
+        ) from None
+
+
+def read_json_input(file: str | None, text: str | None, stdin: BinaryIO) -> JsonObject:
+    """The object from --file F (``-``: standard input, read as bytes) or --json TEXT: exactly
+    one of them. Each must be UTF-8 text, and so must every string in it: nothing else is sent."""
     if (file is None) == (text is None):
         raise UsageError("give the JSON object with exactly one of --file F, --file - (standard input) or --json TEXT")
     if text is not None:
-        return json_object(text, "--json")
+        return json_object(text_argument(text, "--json"), "--json")
     if file == "-":
-        return json_object(stdin.read(), "--file - (standard input)")
+        source = "--file - (standard input)"
+        return json_object(_utf8(stdin.read(), source), source)
     try:
-        with open(file, encoding="utf-8") as handle:
-            return json_object(handle.read(), f"--file {file}")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc)
-        raise UsageError(f"--file {file}: cannot read it: {reason}") from None
+        with open(file, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise UsageError(f"--file {file}: cannot read it: {exc.strerror or exc}") from None
+    return json_object(_utf8(raw, f"--file {file}"), f"--file {file}")
+
+
+def text_argument(value: str, name: str) -> str:
+    """A command-line value that goes to the API: refused unless it was UTF-8 (Python keeps
+    other bytes of argv as lone surrogates, which no JSON body or URL may carry)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        byte = ord(value[exc.start])
+        shown = f"byte 0x{byte - 0xDC00:02x}" if 0xDC80 <= byte <= 0xDCFF else f"U+{byte:04X}"
+        raise UsageError(f"{name}: not UTF-8 text ({shown} at character {exc.start + 1})") from None
+    return value
+
+
+def _utf8(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise UsageError(
+            f"{source}: not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x})"
+        ) from None
 
 
 def _position(text: str, index: int) -> tuple[int, int]:

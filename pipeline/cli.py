@@ -527,6 +527,20 @@ def _check_area_code(_ctx: Any, _param: click.Parameter, value: str | None) -> s
     return area_code(value)
 
 
+def _check_text(_ctx: Any, param: click.Parameter, value: str | None) -> str | None:
+    """A value sent to the API (a name, a flow id in the path): UTF-8 text only."""
+    from pipeline.account import text_argument
+
+    if value is None:
+        return None
+    name = f"--{param.name.replace('_', '-')}" if isinstance(param, click.Option) else param.human_readable_name
+    return text_argument(value, name)
+
+
+def flow_id_argument(command: Callable) -> Callable:
+    return click.argument("flow_id", callback=_check_text)(command)
+
+
 @cli.group()
 def numbers() -> None:
     """The account's tracking numbers, from the API: list them, buy one."""
@@ -550,7 +564,7 @@ def numbers_list(config_path, output_format, log_format, verbose) -> None:
     help="The kind of number: local, toll_free or vanity.",
 )
 @click.option("--area-code", metavar="NNN", callback=_check_area_code, help="Three-digit area code, e.g. 415.")
-@click.option("--display-name", metavar="TEXT", help="The number's name in the account.")
+@click.option("--display-name", metavar="TEXT", callback=_check_text, help="The number's name in the account.")
 def numbers_buy(config_path, output_format, log_format, verbose, dry_run, kind, area_code, display_name) -> None:
     """Buy one tracking number and print it. It costs money: a request that may have
     gone through is never sent twice (the account's numbers are listed instead)."""
@@ -587,7 +601,7 @@ def flows_list(config_path, output_format, log_format, verbose) -> None:
 
 @flows.command("show")
 @account_options(*TABLE_FORMATS)
-@click.argument("flow_id")
+@flow_id_argument
 def flows_show(config_path, output_format, log_format, verbose, flow_id) -> None:
     """One call flow, every field of it."""
     from pipeline import account
@@ -603,7 +617,7 @@ def flows_create(config_path, output_format, log_format, verbose, dry_run, json_
     """Create a call flow from a JSON object (sent as given) and print what the API returns."""
     from pipeline import account
 
-    body = account.read_json_input(json_file, json_text, sys.stdin)
+    body = account.read_json_input(json_file, json_text, sys.stdin.buffer)
     if dry_run:
         _echo_plan(account.planned_create(body), config_path, output_format)
         return
@@ -622,12 +636,12 @@ def flows_create(config_path, output_format, log_format, verbose, dry_run, json_
 @account_options(*TABLE_FORMATS)
 @dry_run_option
 @json_input_options
-@click.argument("flow_id")
+@flow_id_argument
 def flows_update(config_path, output_format, log_format, verbose, dry_run, json_file, json_text, flow_id) -> None:
     """Change a call flow: the fields to change as a JSON object; prints the flow the API returns."""
     from pipeline import account
 
-    changes = account.read_json_input(json_file, json_text, sys.stdin)
+    changes = account.read_json_input(json_file, json_text, sys.stdin.buffer)
     if dry_run:
         _echo_plan(account.planned_update(flow_id, changes), config_path, output_format)
         return
@@ -640,7 +654,7 @@ def flows_update(config_path, output_format, log_format, verbose, dry_run, json_
 @account_options("table", "json")
 @dry_run_option
 @yes_option
-@click.argument("flow_id")
+@flow_id_argument
 def flows_delete(config_path, output_format, log_format, verbose, dry_run, yes, flow_id) -> None:
     """Delete a call flow. On a terminal it asks first; elsewhere it needs --yes."""
     from pipeline import account

@@ -203,7 +203,45 @@ async def test_hostile_json_input_exits_2_in_one_line_and_sends_nothing(sandbox,
         assert run.stdout == "", "a dry run of refused input prints no plan"
     assert sandbox.requests == []
     nested = '{"a": ' * 99 + '["ok"]' + "}" * 99  # 100 levels: accepted
-    assert account.read_json_input(None, nested, io.StringIO(""))["a"]["a"]
+    assert account.read_json_input(None, nested, io.BytesIO(b""))["a"]["a"]
+
+
+async def test_text_that_is_not_utf8_exits_2_and_nothing_is_sent(sandbox, workdir):
+    flow_id = next(iter(sandbox.data.flows))
+    (workdir / "latin1.json").write_bytes(b'{\n  "name": "Caf\xe9"}')
+    not_utf8 = "SF\udcff"  # how Python holds the byte 0xff of argv; the child gets the byte itself
+    runs = await asyncio.gather(
+        cli_run(workdir, "flows", "create", "--file", "-", input=b'{"name":"a\xffb"}'),
+        cli_run(workdir, "flows", "update", flow_id, "--file", "latin1.json"),
+        cli_run(workdir, "flows", "create", "--json", '{"name": "%s"}' % not_utf8),
+        cli_run(workdir, "flows", "create", "--json", '{"name": "a\\ud800b"}'),
+        cli_run(workdir, "flows", "create", "--json", '{"\\udfff": 1, "name": "x"}', "--dry-run"),
+        cli_run(workdir, "numbers", "buy", "--type", "local", "--display-name", not_utf8),
+        cli_run(workdir, "numbers", "buy", "--type", "local", "--display-name", not_utf8, "--dry-run", "--format", "json"),
+        cli_run(workdir, "flows", "delete", "flow_" + not_utf8, "--yes"),
+        cli_run(workdir, "flows", "update", "flow_" + not_utf8, "--json", "{}", "--dry-run", "--format", "json"),
+    )
+    expected = [
+        ["--file - (standard input)", "not UTF-8 text at line 1, column 11", "0xff"],
+        ["--file latin1.json", "not UTF-8 text at line 2, column 15", "0xe9"],
+        ["--json", "not UTF-8 text", "byte 0xff"],
+        ["--json", "lone surrogate", "\\ud800"],
+        ["--json", "lone surrogate", "\\udfff"],
+        ["--display-name", "not UTF-8 text", "byte 0xff at character 3"],
+        ["--display-name", "not UTF-8 text"],
+        ["FLOW_ID", "not UTF-8 text"],
+        ["FLOW_ID", "not UTF-8 text"],
+    ]
+    for run, fragments in zip(runs, expected):
+        assert run.code == 2, run.stderr
+        line = one_line_error(run)
+        assert all(fragment in line for fragment in fragments), line
+        assert run.stdout == ""
+    assert sandbox.requests == [], "nothing is sent"
+    assert not [n for n in sandbox.data.numbers if (n.get("display_name") or "").startswith("SF")]
+
+    plan = await cli_run(workdir, "flows", "create", "--json", '{"name": "Línea ☎ \\u00e9"}', "--dry-run", "--format", "json")
+    assert plan.code == 0 and json.loads(plan.stdout)["body"] == {"name": "Línea ☎ é"}, "valid JSON, valid UTF-8"
 
 
 def test_json_input_errors_name_the_input_and_the_position(tmp_path):
@@ -219,9 +257,9 @@ def test_json_input_errors_name_the_input_and_the_position(tmp_path):
     ]
     for given, fragments in cases:
         with pytest.raises(UsageError) as caught:
-            account.read_json_input(given["file"], given["text"], io.StringIO(""))
+            account.read_json_input(given["file"], given["text"], io.BytesIO(b""))
         assert all(fragment in str(caught.value) for fragment in fragments), str(caught.value)
-    assert account.read_json_input("-", None, io.StringIO('{"a": [1]}')) == {"a": [1]}
+    assert account.read_json_input("-", None, io.BytesIO(b'{"a": [1]}')) == {"a": [1]}
 
 
 async def test_an_unknown_flow_exits_1_naming_it(sandbox, workdir):
