@@ -13,6 +13,7 @@ the account's listing, for a person to check before trying again.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Awaitable, BinaryIO
@@ -76,9 +77,10 @@ def area_code(value: str | None) -> str | None:
 def json_object(text: str, source: str) -> JsonObject:
     """``text`` parsed as one JSON object; errors name ``source`` and the line and column.
     Hostile input (nesting past MAX_JSON_DEPTH, an integer of thousands of digits) is
-    refused the same way, in one line, never with a traceback."""
+    refused the same way, in one line, never with a traceback; so are NaN and Infinity,
+    which Python reads but standard JSON (the API, jq) does not have."""
     try:
-        value = json.loads(text, parse_int=_integer)
+        value = json.loads(text, parse_int=_integer, parse_float=_finite, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise UsageError(f"{source}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
     except _Refused as exc:
@@ -100,6 +102,17 @@ def _integer(digits: str) -> int:
     if len(digits.lstrip("-")) > MAX_INTEGER_DIGITS:
         raise _Refused(f"an integer of {len(digits.lstrip('-'))} digits (at most {MAX_INTEGER_DIGITS})")
     return int(digits)
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: Python reads it as inf, and would send Infinity
+        raise _Refused(f"the number {text[:40]} is too large for a JSON number (a 64-bit float)")
+    return number
+
+
+def _no_constant(name: str) -> float:
+    raise _Refused(f"{name} is not JSON (standard JSON has no NaN or Infinity)")
 
 
 def _check_tree(value: Any, source: str) -> None:

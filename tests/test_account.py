@@ -244,6 +244,23 @@ async def test_text_that_is_not_utf8_exits_2_and_nothing_is_sent(sandbox, workdi
     assert plan.code == 0 and json.loads(plan.stdout)["body"] == {"name": "Línea ☎ é"}, "valid JSON, valid UTF-8"
 
 
+async def test_nan_and_infinity_are_refused_with_exit_2(sandbox, workdir):
+    runs = await asyncio.gather(
+        cli_run(workdir, "flows", "create", "--json", '{"name": "n", "x": NaN}', "--format", "json"),
+        cli_run(workdir, "flows", "create", "--file", "-", input=b'{"name": "n", "x": [-Infinity]}'),
+        cli_run(workdir, "flows", "update", "flow_x", "--json", '{"x": Infinity}', "--dry-run", "--format", "json"),
+        cli_run(workdir, "flows", "create", "--json", '{"name": "n", "x": 1e999}'),
+    )
+    expected = [["--json", "NaN is not JSON"], ["standard input", "-Infinity is not JSON"],
+                ["--json", "Infinity is not JSON"], ["--json", "1e999", "too large"]]
+    for run, fragments in zip(runs, expected):
+        assert run.code == 2, run.stderr
+        line = one_line_error(run)
+        assert all(fragment in line for fragment in fragments), line
+    assert sandbox.requests == []
+    assert account.read_json_input(None, '{"x": 1.5e300, "y": "NaN"}', io.BytesIO(b"")) == {"x": 1.5e300, "y": "NaN"}
+
+
 def test_json_input_errors_name_the_input_and_the_position(tmp_path):
     (tmp_path / "bad.json").write_text('{\n  "name": "x",\n  "steps": [1, 2,]\n}\n')
     cases = [
