@@ -26,7 +26,7 @@ from pipeline.models import Flow, TrackingNumber
 NUMBER_TYPES = ("local", "toll_free", "vanity")
 NUMBER_COLUMNS = ["id", "phone_number", "display_name", "type", "status", "call_flow_id", "recording_enabled", "created_at"]
 FLOW_COLUMNS = ["id", "name", "created_at", "updated_at"]
-_AREA_CODE = re.compile(r"\d{3}")
+_AREA_CODE = re.compile(r"[0-9]{3}")  # not \d, which matches any Unicode digit (４１５)
 # JSON input is sent on to the API: a flow nests steps a few levels deep, never hundreds, and
 # no field is a number of thousands of digits (Python's own limit for turning one into int).
 MAX_JSON_DEPTH = 100

@@ -164,12 +164,16 @@ async def test_bad_input_exits_2_before_any_request(sandbox, workdir):
         cli_run(workdir, "flows", "update", "flow_x", "--file", "-", input=b'  ["a list"]'),
         cli_run(workdir, "numbers", "buy", "--type", "satellite"),
         cli_run(workdir, "numbers", "buy", "--type", "local", "--area-code", "41"),
+        cli_run(workdir, "numbers", "buy", "--type", "local", "--area-code", "４１５"),  # fullwidth digits
+        cli_run(workdir, "numbers", "buy", "--type", "local", "--area-code", "٤١٥", "--dry-run"),  # Arabic-Indic
     )
     expected = [
         ["--json", "not valid JSON", "line 1, column 10"],
         ["--file - (standard input)", "expected a JSON object", "an array", "line 1, column 3"],
         ["--type 'satellite'", "local, toll_free, vanity"],
         ["--area-code '41'", "three digits"],
+        ["--area-code '４１５'", "three digits"],
+        ["--area-code '٤١٥'", "three digits"],
     ]
     for run, fragments in zip(runs, expected):
         assert run.code == 2, run.stderr
