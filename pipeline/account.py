@@ -31,6 +31,8 @@ _AREA_CODE = re.compile(r"[0-9]{3}")  # not \d, which matches any Unicode digit 
 # no field is a number of thousands of digits (Python's own limit for turning one into int).
 MAX_JSON_DEPTH = 100
 MAX_INTEGER_DIGITS = 4300
+# A flow is a few KB; read whole, a 200 MB file took 850 MB of memory before it was refused.
+MAX_JSON_INPUT_BYTES = 4 * 1024 * 1024
 
 JsonObject = dict[str, Any]
 
@@ -148,16 +150,23 @@ def read_json_input(file: str | None, text: str | None, stdin: BinaryIO) -> Json
     if (file is None) == (text is None):
         raise UsageError("give the JSON object with exactly one of --file F, --file - (standard input) or --json TEXT")
     if text is not None:
-        return json_object(text_argument(text, "--json"), "--json")
-    if file == "-":
-        source = "--file - (standard input)"
-        return json_object(_utf8(stdin.read(), source), source)
+        raw, source = text_argument(text, "--json").encode("utf-8"), "--json"
+    elif file == "-":
+        raw, source = stdin.read(MAX_JSON_INPUT_BYTES + 1), "--file - (standard input)"
+    else:
+        raw, source = _read_file(file), f"--file {file}"
+    if len(raw) > MAX_JSON_INPUT_BYTES:
+        raise UsageError(f"{source}: more than {MAX_JSON_INPUT_BYTES // (1024 * 1024)} MB of JSON; refused")
+    return json_object(_utf8(raw, source), source)
+
+
+def _read_file(file: str) -> bytes:
+    """At most one byte more than MAX_JSON_INPUT_BYTES: enough to know it is too large."""
     try:
         with open(file, "rb") as handle:
-            raw = handle.read()
+            return handle.read(MAX_JSON_INPUT_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"--file {file}: cannot read it: {exc.strerror or exc}") from None
-    return json_object(_utf8(raw, f"--file {file}"), f"--file {file}")
 
 
 def text_argument(value: str, name: str) -> str:

@@ -265,6 +265,26 @@ async def test_nan_and_infinity_are_refused_with_exit_2(sandbox, workdir):
     assert account.read_json_input(None, '{"x": 1.5e300, "y": "NaN"}', io.BytesIO(b"")) == {"x": 1.5e300, "y": "NaN"}
 
 
+async def test_json_input_over_4_mb_is_refused_without_reading_it_all(sandbox, workdir):
+    limit = 4 * 1024 * 1024  # account.MAX_JSON_INPUT_BYTES
+    (workdir / "big.json").write_bytes(b'{"name": "x", "pad": "' + b"a" * limit + b'"}')
+    (workdir / "fits.json").write_bytes(b'{"name": "x", "pad": "' + b"a" * (limit - 30) + b'"}')
+    with open(workdir / "huge.json", "wb") as huge:  # 200 MB, sparse: only what is read costs memory
+        huge.truncate(200 * 1024 * 1024)
+    runs = await asyncio.gather(
+        cli_run(workdir, "flows", "create", "--file", "big.json", "--dry-run"),
+        cli_run(workdir, "flows", "create", "--file", "huge.json", "--dry-run"),
+        cli_run(workdir, "flows", "update", "flow_x", "--file", "-", input=(workdir / "big.json").read_bytes()),
+        cli_run(workdir, "flows", "create", "--file", "fits.json", "--dry-run", "--format", "json"),
+    )
+    for run, source in zip(runs[:3], ("--file big.json", "--file huge.json", "--file - (standard input)")):
+        assert run.code == 2, run.stderr
+        line = one_line_error(run)
+        assert source in line and "more than 4 MB of JSON" in line, line
+    assert runs[3].code == 0 and len(json.loads(runs[3].stdout)["body"]["pad"]) == limit - 30
+    assert sandbox.requests == []
+
+
 def test_json_input_errors_name_the_input_and_the_position(tmp_path):
     (tmp_path / "bad.json").write_text('{\n  "name": "x",\n  "steps": [1, 2,]\n}\n')
     cases = [
