@@ -278,11 +278,19 @@ async def update_flow(client: CallTrackingClient, flow_id: str, changes: JsonObj
         raise _unknown_flow(flow_id, exc) from None
 
 
-async def delete_flow(client: CallTrackingClient, flow_id: str) -> None:
+async def delete_flow(client: CallTrackingClient, flow_id: str) -> bool:
+    """True: deleted. False: gone already when the DELETE was retried after an attempt whose
+    answer was lost (a timeout, a dropped connection, a 5xx), which most likely deleted it.
+    A 404 to the first attempt is an unknown flow."""
     try:
-        await client.delete_flow(flow_id)
+        return await client.delete_flow(flow_id)
     except NotFoundError as exc:
         raise _unknown_flow(flow_id, exc) from None
+
+
+def gone_on_retry_note(flow_id: str) -> str:
+    return (f"flow {flow_id} was already gone when the DELETE was retried: the earlier attempt, whose answer"
+            " was lost, most likely deleted it")
 
 
 def _flow_path(flow_id: str) -> str:

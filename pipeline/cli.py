@@ -664,9 +664,11 @@ def flows_delete(config_path, output_format, log_format, verbose, dry_run, yes, 
         return
     settings = _api_settings(config_path, log_format, verbose)
     _confirm_delete(flow_id, yes)
-    _call_api(settings, account.delete_flow, flow_id)
+    deleted_now = _call_api(settings, account.delete_flow, flow_id)
     if output_format == "table":  # JSON: the API answers a delete with no body, and so do we
-        click.echo(f"deleted flow {flow_id}")
+        click.echo(f"deleted flow {flow_id}" if deleted_now else account.gone_on_retry_note(flow_id))
+    elif not deleted_now:
+        _note(account.gone_on_retry_note(flow_id), output_format)
     _note(account.next_sync_note("call_flows"), output_format)
 
 

@@ -266,9 +266,17 @@ class CallTrackingClient:
         body = await self._send("PATCH", url, json_body=changes, consume=self._read_page)
         return _flow(_json_object(body, "updated flow"), "updated flow")
 
-    async def delete_flow(self, flow_id: str) -> None:
+    async def delete_flow(self, flow_id: str) -> bool:
+        """True: deleted. False: a retry found it gone (404) after an earlier attempt that may
+        have reached the API (a timeout, a dropped answer, a 5xx): most likely that one deleted it."""
         url = self._api_url(f"/flows/{_quote_id(flow_id)}")
-        await self._send("DELETE", url, consume=self._read_page)
+        try:
+            await self._send("DELETE", url, consume=self._read_page)
+        except NotFoundError as exc:
+            if exc.after_attempt_that_may_have_acted:
+                return False
+            raise
+        return True
 
     async def get_transcript(self, transcript_url: str) -> Transcript:
         """Raises NotFoundError while the vendor has not produced it yet."""
@@ -374,12 +382,20 @@ class CallTrackingClient:
             return await self._attempt(method, url, json_body, consume, extra)
         except RetryableApiError as exc:
             first_failure: RetryableApiError | None = exc
+        reached = _may_have_acted(first_failure)
         async for attempt in self._retrying():
             with attempt:
                 if first_failure is not None:  # tenacity's attempt 1: the policy sees it as it was
                     failure, first_failure = first_failure, None
                     raise failure
-                return await self._attempt(method, url, json_body, consume, extra)
+                try:
+                    return await self._attempt(method, url, json_body, consume, extra)
+                except NotFoundError as exc:
+                    exc.after_attempt_that_may_have_acted = reached
+                    raise
+                except RetryableApiError as exc:
+                    reached = reached or _may_have_acted(exc)
+                    raise
         raise AssertionError("unreachable: tenacity reraises")
 
     async def _attempt(
@@ -588,10 +604,16 @@ def parse_calls_page(body: bytes) -> CallListing:
     return CallListing(calls, rejected, raw_page.meta)
 
 
+def _may_have_acted(error: RetryableApiError) -> bool:
+    """Did the failed request perhaps reach the API and take effect? Not after a 429 (the API
+    said it did not act) or a connection that failed before the request left."""
+    return not isinstance(error, (RateLimitedError, ConnectFailedError))
+
+
 def _unless_uncertain(method: str, error: RetryableApiError) -> ApiError:
     """The error as it is when the request may be sent again; for a POST the API may have
     acted on (no answer, or a 5xx), an UncertainWriteError that no retry policy repeats."""
-    if method in REPEATABLE_METHODS or isinstance(error, (RateLimitedError, ConnectFailedError)):
+    if method in REPEATABLE_METHODS or not _may_have_acted(error):
         return error
     return UncertainWriteError(
         f"{error}: the request may or may not have taken effect", status=error.status, url=error.url

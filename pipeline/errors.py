@@ -89,7 +89,9 @@ class ApiTimeoutError(RetryableApiError):
 
 
 class NotFoundError(ApiError):
-    pass
+    # A 404 answering a retry, after an attempt that may have reached the API: for a
+    # DELETE, most likely that attempt's own work (client.delete_flow).
+    after_attempt_that_may_have_acted = False
 
 
 class RunStopped(CallsyncError):

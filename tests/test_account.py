@@ -12,11 +12,12 @@ import pty
 import click
 import duckdb
 import pytest
+from aiohttp import web
 
 from pipeline import account
 from pipeline.cli import cli
 from pipeline.errors import UsageError
-from tests.conftest import run_cli, start_cli, write_config
+from tests.conftest import run_cli, serve_app, start_cli, write_config
 
 NO_TERMINAL = b""  # standard input is a pipe: the commands must not wait for a person
 
@@ -322,6 +323,48 @@ async def test_the_apis_4xx_message_is_shown_with_exit_1(sandbox, workdir):
     assert refused.code == 1 and "409" in one_line_error(refused) and f"flow {in_use} is in use by" in refused.stderr
     assert in_use in sandbox.data.flows
     assert nameless.code == 1 and "400" in one_line_error(nameless) and "name is required" in nameless.stderr
+
+
+@pytest.mark.parametrize("first_answer, gone", [
+    # Not ("drop", True), the connection dropped after the flow was deleted: aiohttp resends an
+    # idempotent request itself once when the connection drops, out of callsync's sight.
+    ("hold", True),  # deleted, then the 204 is held past [api] timeout_s
+    ("503", True),  # a 5xx: it may have acted
+    ("429", False),  # the API said it did not act: the retry's 404 means not found
+    ("404", False),  # a 404 to the first attempt: not found
+])
+async def test_a_delete_whose_retry_finds_the_flow_gone_succeeds(tmp_path, first_answer, gone):
+    attempts: list[str] = []
+    never = asyncio.Event()
+
+    async def delete(request: web.Request) -> web.StreamResponse:
+        attempts.append(request.match_info["flow_id"])
+        if len(attempts) > 1 or first_answer == "404":
+            return web.json_response({"error": "not_found", "message": "flow not found"}, status=404)
+        if first_answer == "hold":
+            await never.wait()
+        return web.json_response({"error": "x"}, status=int(first_answer), headers={"Retry-After": "0"})
+
+    app = web.Application()
+    app.router.add_delete("/api/call-tracking/flows/{flow_id}", delete)
+    async with serve_app(app) as base_url:
+        write_config(tmp_path, base_url, api={"timeout_s": 0.5})
+        runs, sent = [], []
+        for extra in ((), ("--format", "json")):
+            attempts.clear()
+            runs.append(await cli_run(tmp_path, "flows", "delete", "flow_a1", "--yes", *extra))
+            sent.append(len(attempts))
+        never.set()
+    table, as_json = runs
+    assert sent == [1, 1] if first_answer == "404" else sent == [2, 2], "sent once, retried once on its failure"
+    if not gone:
+        for run in (table, as_json):
+            assert run.code == 1 and "flow flow_a1 not found" in one_line_error(run)
+        return
+    assert table.code == 0, table.stderr
+    assert "flow flow_a1 was already gone when the DELETE was retried" in table.stdout
+    assert as_json.code == 0 and as_json.stdout == "", as_json.stderr
+    assert "already gone when the DELETE was retried" in as_json.stderr and "Traceback" not in as_json.stderr
 
 
 async def run_on_terminal(workdir, *args: str, answer: bytes):
