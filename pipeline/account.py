@@ -20,7 +20,10 @@ from typing import Any, Awaitable, BinaryIO
 from urllib.parse import quote
 
 from pipeline.client import API_PREFIX, CallTrackingClient
-from pipeline.errors import CallsyncError, NotFoundError, UncertainWriteError, UsageError, command_hint
+from pipeline.errors import (
+    CallsyncError, NotFoundError, SignalReceived, UncertainWriteError, UsageError, command_hint,
+)
+from pipeline.interrupt import unless_signalled
 from pipeline.models import Flow, TrackingNumber
 
 NUMBER_TYPES = ("local", "toll_free", "vanity")
@@ -40,9 +43,10 @@ JsonObject = dict[str, Any]
 class UncertainChange(CallsyncError):
     """A purchase or a new flow that may or may not exist now; ``listing`` shows what does."""
 
-    def __init__(self, message: str, listing: list[JsonObject] | None):
+    def __init__(self, message: str, listing: list[JsonObject] | None, exit_code: int = 1):
         super().__init__(message)
         self.listing = listing
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -225,8 +229,8 @@ def planned_purchase(kind: str, area: str | None, display_name: str | None) -> P
 
 async def buy_number(client: CallTrackingClient, kind: str, area: str | None, display_name: str | None) -> JsonObject:
     try:
-        number = await client.purchase_number(kind, area_code=area, display_name=display_name)
-    except UncertainWriteError as exc:
+        number = await unless_signalled(client.purchase_number(kind, area_code=area, display_name=display_name))
+    except (UncertainWriteError, SignalReceived) as exc:
         raise await _uncertain(exc, "numbers", numbers(client)) from None
     return _number_json(number)
 
@@ -265,17 +269,19 @@ def planned_delete(flow_id: str) -> PlannedRequest:
 
 async def create_flow(client: CallTrackingClient, body: JsonObject) -> JsonObject:
     try:
-        created: Flow = await client.create_flow(body)
-    except UncertainWriteError as exc:
+        created: Flow = await unless_signalled(client.create_flow(body))
+    except (UncertainWriteError, SignalReceived) as exc:
         raise await _uncertain(exc, "flows", flows(client)) from None
     return created.raw
 
 
 async def update_flow(client: CallTrackingClient, flow_id: str, changes: JsonObject) -> JsonObject:
     try:
-        return (await client.update_flow(flow_id, changes)).raw
+        return (await unless_signalled(client.update_flow(flow_id, changes))).raw
     except NotFoundError as exc:
         raise _unknown_flow(flow_id, exc) from None
+    except SignalReceived as exc:
+        raise _interrupted_change(exc, f"flows show {flow_id}") from None
 
 
 async def delete_flow(client: CallTrackingClient, flow_id: str) -> bool:
@@ -283,9 +289,11 @@ async def delete_flow(client: CallTrackingClient, flow_id: str) -> bool:
     answer was lost (a timeout, a dropped connection, a 5xx), which most likely deleted it.
     A 404 to the first attempt is an unknown flow."""
     try:
-        return await client.delete_flow(flow_id)
+        return await unless_signalled(client.delete_flow(flow_id))
     except NotFoundError as exc:
         raise _unknown_flow(flow_id, exc) from None
+    except SignalReceived as exc:
+        raise _interrupted_change(exc, "flows list") from None
 
 
 def gone_on_retry_note(flow_id: str) -> str:
@@ -304,17 +312,35 @@ def _unknown_flow(flow_id: str, exc: NotFoundError) -> NotFoundError:
 # --- a change that may or may not have happened ------------------------------------------------------
 
 
-async def _uncertain(error: UncertainWriteError, what: str, listing: Awaitable[list[JsonObject]]) -> UncertainChange:
+async def _uncertain(
+    error: UncertainWriteError | SignalReceived, what: str, listing: Awaitable[list[JsonObject]]
+) -> UncertainChange:
+    """The change's uncertain end, with the account's listing to check (a second signal
+    during the listing leaves only the command to check with)."""
+    if isinstance(error, SignalReceived):
+        happened, code = f"{error} while the request was in flight: it may or may not have taken effect", error.exit_code
+    else:
+        happened, code = f"{error}, so it was not sent again", UncertainChange.exit_code
     try:
-        rows = await listing
+        rows = await unless_signalled(listing)
     except CallsyncError as exc:
         return UncertainChange(
-            f"{error}, so it was not sent again; listing the account's {what} failed too ({exc}):"
+            f"{happened}; listing the account's {what} failed too ({exc}):"
             f" check with `{command_hint(what + ' list')}` before trying again",
             None,
+            code,
         )
     return UncertainChange(
-        f"{error}, so it was not sent again: the account's {len(rows)} {what} are listed on standard output;"
-        " check them before trying again",
+        f"{happened}: the account's {len(rows)} {what} are listed on standard output; check them before trying again",
         rows,
+        code,
     )
+
+
+def _interrupted_change(error: SignalReceived, check: str) -> CallsyncError:
+    interrupted = CallsyncError(
+        f"{error} while the request was in flight: the change may or may not have taken effect;"
+        f" check with `{command_hint(check)}`"
+    )
+    interrupted.exit_code = error.exit_code
+    return interrupted

@@ -21,6 +21,7 @@ maps each to an exit code in one place (``exit_code``)::
     │   ├── ApiUnreachableError        1  the API is gone (circuit breaker)
     │   ├── UntrustedApiError          1  the API's own TLS certificate failed verification
     │   └── RunInterrupted       130/143  SIGINT/SIGTERM: the run stopped taking new work
+    ├── SignalReceived       130/143  SIGINT/SIGTERM during a change (numbers buy, flows create...)
     ├── WindowNotConvergedError        1  a window kept moving while we paged it
     │   └── ImplausibleListingError       its listing cannot be true (total, page size, repeats)
     ├── MediaError                     1  a download that failed after all retries
@@ -133,6 +134,15 @@ class RunInterrupted(RunStopped):
         )
         self.exit_code = 128 + signal_number
         self.signal_name = name
+
+
+class SignalReceived(CallsyncError):
+    """SIGINT or SIGTERM while a change was in flight (interrupt.unless_signalled): the
+    caller says what that leaves; exits 128 + the signal."""
+
+    def __init__(self, signal_number: int, name: str):
+        super().__init__(f"interrupted by {name}")
+        self.exit_code = 128 + signal_number
 
 
 class WindowNotConvergedError(CallsyncError):

@@ -13,9 +13,11 @@ import asyncio
 import os
 import signal
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
-from pipeline.errors import RunInterrupted
+from pipeline.errors import RunInterrupted, SignalReceived
+
+T = TypeVar("T")
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -59,3 +61,35 @@ class StopSignals:
     def _second(self, number: int) -> None:
         self._say(f"{signal.Signals(number).name} received as a second signal: stopping at once")
         os._exit(128 + number)
+
+
+async def unless_signalled(work: Awaitable[T]) -> T:
+    """``work`` (a change sent to the API: a purchase, a new flow), unless SIGINT or SIGTERM
+    arrives first: then it is cancelled and SignalReceived raised, for the caller to say that
+    the change may or may not have taken effect. Later signals are ignored until it returns."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[int] = []
+
+    def stop(number: int) -> None:
+        if not received:
+            received.append(number)
+            task.cancel()
+
+    before = {number: signal.getsignal(number) for number in SIGNALS}
+    try:
+        for number in SIGNALS:
+            loop.add_signal_handler(number, stop, number)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread: leave them be
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        raise SignalReceived(received[0], signal.Signals(received[0]).name) from None
+    finally:
+        for number in SIGNALS:
+            loop.remove_signal_handler(number)
+            if before[number] is not None:  # remove_signal_handler leaves the default, not what was there
+                signal.signal(number, before[number])

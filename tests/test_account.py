@@ -8,6 +8,7 @@ import io
 import json
 import os
 import pty
+import signal
 
 import click
 import duckdb
@@ -17,7 +18,7 @@ from aiohttp import web
 from pipeline import account
 from pipeline.cli import cli
 from pipeline.errors import UsageError
-from tests.conftest import run_cli, serve_app, start_cli, write_config
+from tests.conftest import CliResult, run_cli, serve_app, start_cli, write_config
 
 NO_TERMINAL = b""  # standard input is a pipe: the commands must not wait for a person
 
@@ -414,3 +415,42 @@ async def test_a_purchase_dropped_after_the_server_acted_is_sent_once_and_report
     assert flows.code == 1 and "may or may not have taken effect" in one_line_error(flows)
     assert "Made once" in flows.stdout and "flows)" in flows.stdout, "the flows, as a table"
     assert [r.status for r in sandbox.requests if r.method == "POST" and r.path.endswith("/flows")] == [0]
+
+
+async def wait_for_request(sandbox, method: str, process) -> None:
+    """Wait on the sandbox's request log, not on the clock."""
+    while not any(r.method == method for r in sandbox.requests):
+        assert process.returncode is None, "the command ended before its request arrived"
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+async def test_a_signal_during_a_purchase_says_it_may_have_taken_effect(sandbox, workdir, signal_number):
+    sandbox.faults.latency_ms = 60_000  # the purchase is made on arrival; its answer is held
+    process = await start_cli("numbers", "buy", "--type", "toll_free", "--format", "json", cwd=workdir,
+                              stdin=asyncio.subprocess.DEVNULL)
+    await wait_for_request(sandbox, "POST", process)
+    sandbox.faults.latency_ms = 0  # the listing that follows is answered at once
+    process.send_signal(signal_number)
+    stdout, stderr = await process.communicate()
+    result = CliResult(process.returncode, stdout.decode(), stderr.decode())
+    assert result.code == 128 + signal_number, result.stderr
+    line = one_line_error(result)
+    name = signal.Signals(signal_number).name
+    assert f"interrupted by {name} while the request was in flight" in line
+    assert "may or may not have taken effect" in line and "listed on standard output" in line
+    assert [r.method for r in sandbox.requests if r.method == "POST"] == ["POST"], "sent once"
+    assert json.loads(result.stdout) == sandbox.data.numbers and sandbox.data.numbers[-1]["type"] == "toll_free"
+
+
+async def test_a_signal_during_a_flow_change_says_it_may_have_taken_effect(sandbox, workdir):
+    flow_id = next(iter(sandbox.data.flows))
+    sandbox.faults.latency_ms = 60_000
+    process = await start_cli("flows", "update", flow_id, "--json", '{"name": "x"}', cwd=workdir,
+                              stdin=asyncio.subprocess.DEVNULL)
+    await wait_for_request(sandbox, "PATCH", process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = await process.communicate()
+    result = CliResult(process.returncode, stdout.decode(), stderr.decode())
+    assert result.code == 143 and "may or may not have taken effect" in one_line_error(result)
+    assert f"flows show {flow_id}" in result.stderr and result.stdout == ""
