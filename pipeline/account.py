@@ -317,10 +317,11 @@ async def _uncertain(
 ) -> UncertainChange:
     """The change's uncertain end, with the account's listing to check (a second signal
     during the listing leaves only the command to check with)."""
+    code = error.exit_code  # 4, or 130/143 after a signal
     if isinstance(error, SignalReceived):
-        happened, code = f"{error} while the request was in flight: it may or may not have taken effect", error.exit_code
+        happened = f"{error} while the request was in flight: it may or may not have taken effect"
     else:
-        happened, code = f"{error}, so it was not sent again", UncertainChange.exit_code
+        happened = f"{error}, so it was not sent again"
     try:
         rows = await unless_signalled(listing)
     except CallsyncError as exc:

@@ -12,7 +12,7 @@ maps each to an exit code in one place (``exit_code``)::
     │   │   ├── ConnectFailedError        no connection, so the request was never sent
     │   │   ├── ApiTimeoutError           no answer within [api] timeout_s
     │   │   └── MalformedListingError     a calls page of the wrong shape (its window is halved)
-    │   ├── UncertainWriteError           a POST that may or may not have taken effect
+    │   ├── UncertainWriteError        4  a POST that may or may not have taken effect
     │   ├── NotFoundError                 404
     │   ├── UnsafeUrlError                a URL we refuse to fetch (scheme, foreign host)
     │   ├── UntrustedCertificateError     a host's TLS certificate failed verification
@@ -82,7 +82,10 @@ class ConnectFailedError(RetryableApiError):
 
 class UncertainWriteError(ApiError):
     """A POST whose answer never came (a timeout, a connection dropped after sending) or was
-    a 5xx: it may have taken effect, so it is never sent again blindly (a purchase costs money)."""
+    a 5xx: it may have taken effect, so it is never sent again blindly (a purchase costs money).
+    Its own exit code, so a script can tell "look before trying again" from a refusal (400, 409)."""
+
+    exit_code = 4
 
 
 class ApiTimeoutError(RetryableApiError):
