@@ -696,7 +696,9 @@ def _call_api(settings: Settings, work: Callable, *args: Any) -> Any:
     from pipeline.sync import client_for
 
     async def run() -> Any:
-        async with client_for(settings) as client:
+        client = client_for(settings)
+        client.options.count_resends = True  # flows delete: a 404 to aiohttp's own resend is not "not found"
+        async with client:
             return await work(client, *args)
 
     return asyncio.run(run())

@@ -134,6 +134,9 @@ class ClientOptions:
     # How internal the API is (pipeline.addresses); None: found from its resolved address.
     api_reach: Reach | None = None
     resolver: Any = None  # an aiohttp AbstractResolver to ask instead of the system's
+    # Count aiohttp's own resends of a DELETE (see _Sends), so that a 404 answering one is
+    # known for what it is. ~15 us a request, so only the commands that change things do.
+    count_resends: bool = False
 
 
 class CallTrackingClient:
@@ -178,6 +181,7 @@ class CallTrackingClient:
                      "Accept-Encoding": "gzip, deflate"},
             # Bodies are inflated by pipeline.bodies, within a cap: never by aiohttp, unbounded.
             auto_decompress=False,
+            trace_configs=[_resend_counter()] if self.options.count_resends else None,
         )
         return self
 
@@ -391,7 +395,7 @@ class CallTrackingClient:
                 try:
                     return await self._attempt(method, url, json_body, consume, extra)
                 except NotFoundError as exc:
-                    exc.after_attempt_that_may_have_acted = reached
+                    exc.after_attempt_that_may_have_acted = exc.after_attempt_that_may_have_acted or reached
                     raise
                 except RetryableApiError as exc:
                     reached = reached or _may_have_acted(exc)
@@ -468,10 +472,12 @@ class CallTrackingClient:
                 await guard.check(url.host or "")
             headers = {"Authorization": f"Bearer {self._token.get_secret_value()}"} if self._is_api_origin(url) else {}
             headers.update(extra.headers)
+            sends = _Sends() if method == "DELETE" else None
             try:
                 async with self._session.request(
                     method, url, json=json_body, headers=headers, allow_redirects=False,
                     **({"timeout": extra.timeout} if extra.timeout else {}),
+                    **({"trace_request_ctx": sends} if sends else {}),
                 ) as response:
                     self._note_answer(response)
                     location = response.headers.get("Location")
@@ -479,7 +485,7 @@ class CallTrackingClient:
                         url = self._resolve(location, base=response.url)
                         method = "GET" if response.status == 303 else method
                         continue
-                    await self._raise_for_status(method, response)
+                    await self._raise_for_status(method, response, resent=bool(sends and sends.count > 1))
                     return await consume(response)
             except aiohttp.ClientConnectorCertificateError as exc:
                 raise self._untrusted(url, exc) from None
@@ -535,7 +541,8 @@ class CallTrackingClient:
             self.breaker.failed(reason)
         self.breaker.raise_if_tripped()
 
-    async def _raise_for_status(self, method: str, response: aiohttp.ClientResponse) -> None:
+    async def _raise_for_status(self, method: str, response: aiohttp.ClientResponse, *, resent: bool = False) -> None:
+        """``resent``: aiohttp sent the request again itself, after its connection dropped."""
         status = response.status
         if status < 400:
             return
@@ -553,7 +560,9 @@ class CallTrackingClient:
         if status in (401, 403) and self._is_api_origin(response.url):
             raise AuthError(_auth_message(status, method, detail))
         if status == 404:
-            raise NotFoundError(f"{where}: HTTP 404 not found{detail}", status=404, url=where)
+            error = NotFoundError(f"{where}: HTTP 404 not found{detail}", status=404, url=where)
+            error.after_attempt_that_may_have_acted = resent
+            raise error
         raise ApiError(f"{where}: HTTP {status}{detail}", status=status, url=where)
 
     def _too_long_to_wait(self, where: str, retry_after: float, url: URL) -> CallsyncError:
@@ -670,6 +679,24 @@ def _malformed(exc: aiohttp.ClientResponseError) -> str:
     with the URL requested, query string and all (a signed link's credentials)."""
     what = " ".join(str(exc.message).split())[:ERROR_BODY_CHARS]
     return f"malformed HTTP answer: {what}" if what else "malformed HTTP answer"
+
+
+@dataclass
+class _Sends:
+    """How many times aiohttp sent one request: it sends an idempotent one (a DELETE) again
+    by itself when the connection drops, so a 404 may answer a resend of a DELETE that worked."""
+
+    count: int = 0
+
+
+def _resend_counter() -> aiohttp.TraceConfig:
+    async def headers_sent(_session: Any, context: Any, _params: Any) -> None:
+        if isinstance(context.trace_request_ctx, _Sends):
+            context.trace_request_ctx.count += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_headers_sent.append(headers_sent)
+    return trace
 
 
 @dataclass(frozen=True)

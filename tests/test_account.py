@@ -327,8 +327,7 @@ async def test_the_apis_4xx_message_is_shown_with_exit_1(sandbox, workdir):
 
 
 @pytest.mark.parametrize("first_answer, gone", [
-    # Not ("drop", True), the connection dropped after the flow was deleted: aiohttp resends an
-    # idempotent request itself once when the connection drops, out of callsync's sight.
+    ("drop", True),  # deleted, then the connection drops before the 204 leaves (aiohttp resends it itself)
     ("hold", True),  # deleted, then the 204 is held past [api] timeout_s
     ("503", True),  # a 5xx: it may have acted
     ("429", False),  # the API said it did not act: the retry's 404 means not found
@@ -342,6 +341,9 @@ async def test_a_delete_whose_retry_finds_the_flow_gone_succeeds(tmp_path, first
         attempts.append(request.match_info["flow_id"])
         if len(attempts) > 1 or first_answer == "404":
             return web.json_response({"error": "not_found", "message": "flow not found"}, status=404)
+        if first_answer == "drop":
+            request.transport.abort()
+            raise asyncio.CancelledError()
         if first_answer == "hold":
             await never.wait()
         return web.json_response({"error": "x"}, status=int(first_answer), headers={"Retry-After": "0"})
