@@ -133,7 +133,10 @@ def _snapshot_lines(snapshot: dict[str, Any]) -> list[str]:
     elif not snapshot["behind_s"]:
         behind = "up to date with the working database"
     else:
-        behind = f"the working database changed {snapshot['behind_s']:.0f}s after it (a run is going, or its publish failed)"
+        behind = f"the working database changed {snapshot['behind_s']:.0f}s after it" + (
+            " (a run is going)" if snapshot["run_going"]
+            else " and no run holds the lock: the last run died or could not publish; the next run publishes"
+        )
     free = snapshot["free_bytes"]
     return [
         f"published:  {published:%Y-%m-%d %H:%M:%S}Z, {behind}",

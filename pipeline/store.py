@@ -210,6 +210,7 @@ class FileStore:
                 "working_bytes": sizes["working_bytes"],
                 "working_changed_at": _utc(changed),
                 "behind_s": behind,
+                "run_going": self.is_locked(),
                 "free_bytes": sizes["free_bytes"],
             }
         }

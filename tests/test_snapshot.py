@@ -308,9 +308,13 @@ def test_status_dates_a_publish_by_its_symlink_not_by_what_an_analyst_wrote_sinc
     with duckdb.connect(str(store.path)) as analyst:  # then an analyst writes into the snapshot
         analyst.execute("CREATE TABLE notes AS SELECT 1 AS n")
         analyst.execute("CHECKPOINT")
-    snapshot = report.status(store)["snapshot"]
+    facts = report.status(store)
+    snapshot = facts["snapshot"]
     assert abs(snapshot["published_at"].timestamp() - an_hour_ago) < 1
-    assert snapshot["behind_s"] > 3500
+    assert snapshot["behind_s"] > 3500 and not snapshot["run_going"]
+    assert "no run holds the lock: the last run died or could not publish" in report.render_status(facts)
+    with store.lock():
+        assert report.status(store)["snapshot"]["run_going"]
 
 
 def test_a_rewritten_snapshot_leaves_erased_rows_behind(tmp_path):
