@@ -12,6 +12,7 @@ import gc
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from datetime import date, datetime
@@ -338,6 +339,8 @@ def sandbox(
 ):
     """Serve an offline copy of the vendor API, with fault knobs, until Ctrl-C."""
     from pipeline import sandbox as vendor
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: "sandbox stopped"
 
     faults = vendor.Faults(
         latency_ms=latency_ms,
@@ -1002,8 +1005,22 @@ def _tune_process() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 
+def _stop_at_once(number: int, _frame: object) -> None:
+    """SIGINT and SIGTERM outside the part of a run that stops cleanly (pipeline.interrupt
+    handles them there): starting up, opening the database, publishing at the end. One
+    line and 128 + the signal, at once; every commit is one transaction, so nothing
+    committed is lost, and the next run publishes it. (Killed by the signal, a oneshot
+    systemd unit counted as failed, and a JSON log got no line.)"""
+    sys.stdout.flush()
+    message = fatal_line(f"callsync: interrupted by {signal.Signals(number).name}", 128 + number, as_json=json_requested(sys.argv))
+    click.echo(message, err=True)
+    os._exit(128 + number)
+
+
 def _main() -> None:
     _tune_process()
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, _stop_at_once)
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

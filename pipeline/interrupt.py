@@ -33,6 +33,7 @@ class StopSignals:
         """Handle the signals while the block runs (only possible in the main thread). A block
         that ended normally after a signal (nothing was left to ask) raises it all the same."""
         loop = asyncio.get_running_loop()
+        before = {number: signal.getsignal(number) for number in SIGNALS}
         try:
             for number in SIGNALS:
                 loop.add_signal_handler(number, self._first, number)
@@ -43,7 +44,9 @@ class StopSignals:
             yield self
         finally:
             for number in SIGNALS:
-                loop.remove_signal_handler(number)
+                loop.remove_signal_handler(number)  # back to the default, so put back what was there
+                if before[number] is not None:
+                    signal.signal(number, before[number])
         if self.received is not None:
             raise self.received
 

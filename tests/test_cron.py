@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 from datetime import date, datetime, timezone
@@ -221,6 +222,31 @@ async def test_a_signal_ends_a_retry_after_pause_at_once(tmp_path):
     assert process.returncode == 143, stderr.decode()
     assert "callsync: interrupted by SIGTERM" in stderr.decode() and "Traceback" not in stderr.decode()
     assert scalar(tmp_path / "callsync.duckdb", "SELECT status FROM runs") == "interrupted"
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_before_the_run_begins_ends_callsync_with_one_json_line(tmp_path, signal_number):
+    # callsync blocked reading its config, a FIFO: started, its run not begun.
+    config = tmp_path / "callsync.toml"
+    os.mkfifo(config)
+    process = await start_cli("sync", "--log-format", "json", cwd=tmp_path)
+    while True:  # until callsync has the FIFO open to read (before that, opening it to write fails)
+        assert process.returncode is None, "callsync ended before it read its config"
+        try:
+            writer = os.open(config, os.O_WRONLY | os.O_NONBLOCK)
+            break
+        except OSError:
+            await asyncio.sleep(0.005)
+    try:
+        process.send_signal(signal_number)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    finally:
+        os.close(writer)
+    assert process.returncode == 128 + signal_number, stderr.decode()
+    [line] = stderr.decode().splitlines()
+    event = json.loads(line)
+    assert event["event"] == "fatal" and event["exit_code"] == 128 + signal_number
+    assert event["message"] == f"callsync: interrupted by {signal.Signals(signal_number).name}"
 
 
 async def test_a_run_killed_with_sigkill_shows_as_interrupted_in_status(tmp_path):
