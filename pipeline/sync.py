@@ -465,11 +465,24 @@ async def _record_finish(writer: Writer, summary: RunSummary) -> None:
     status = "failed" if summary.status == "aborted" else summary.status
     try:
         await writer.run(
-            partial(load.finish_run, run_id=summary.run_id, status=status, fields=summary.record(), error=summary.error)
+            partial(load.finish_run, run_id=summary.run_id, status=status, fields=summary.record(), error=_run_error(summary))
         )
     except CallsyncError as exc:  # the database itself failed: the run's error already says so
         if str(exc) != summary.error:
             log.error("could not record the run's outcome: %s", exc)
+
+
+def _run_error(summary: RunSummary) -> str | None:
+    """What `runs.error` says: the error that stopped the run, else why it failed (status
+    shows it beside the run)."""
+    if summary.error is not None:
+        return summary.error
+    reasons = list(summary.failures)
+    if summary.rejected:
+        reasons.append(f"{summary.rejected} rejected records (see rejected_records)")
+    if not reasons:
+        return None
+    return reasons[0] + (f" (and {len(reasons) - 1} more failures: see the log)" if len(reasons) > 1 else "")
 
 
 def _take_request_stats(summary: RunSummary, client: CallTrackingClient) -> None:

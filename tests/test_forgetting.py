@@ -202,6 +202,9 @@ async def test_forget_a_caller_leaves_nothing_and_a_backfill_does_not_bring_them
     tiny_data.override_call(other["id"], caller_number=number, duration_seconds="long")
     result = await run_cli("sync", cwd=tmp_path)
     assert result.code == 1 and "1 rejected" in result.stdout  # the malformed one
+    assert scalar(database, "SELECT error FROM runs ORDER BY started_at DESC LIMIT 1") == (
+        "1 rejected records (see rejected_records)"  # what `status` shows beside the failed run
+    )
     assert scalar(database, "SELECT count(*) FROM rejected_records WHERE record_id = ?", [other["id"]]) == 1
     [(path,)] = rows(database, "SELECT path FROM recordings WHERE call_id = ?", [recorded["id"]])
     assert scalar(database, "SELECT count(*) FROM transcript_segments WHERE call_id = ?", [recorded["id"]]) > 0
