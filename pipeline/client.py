@@ -642,7 +642,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
 
 
-_SECONDS = re.compile(r"\d{1,12}(\.\d{1,6})?")
+_SECONDS = re.compile(r"[0-9]{1,12}(\.[0-9]{1,6})?")
 
 
 def _auth_message(status: int, method: str, detail: str) -> str:

@@ -32,7 +32,7 @@ class _Section(BaseModel):
 FilePath = Annotated[Path, Field(strict=False)]
 
 
-_SIZE = re.compile(r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
+_SIZE = re.compile(r"[0-9]+(\.[0-9]+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)")
 # A lake schema name that needs no quoting in DuckDB or PostgreSQL (63 bytes: PostgreSQL's limit).
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # libpq's password=... (or sslpassword=..., the client key's) keyword, or the password in a

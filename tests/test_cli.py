@@ -45,6 +45,7 @@ def test_every_command_documents_itself():
         ("[api]\ntoken = 'abc'\n", ["never goes in the config file"]),
         ("[sync]\nstart_date = 'someday'\n", ["[sync] start_date"]),
         ("[database]\nmemory_limit = 'lots'\n", ["[database] memory_limit", "a size such as"]),
+        ("[database]\nmemory_limit = '\uff11\uff10\uff10MB'\n", ["[database] memory_limit", "a size such as"]),  # fullwidth digits
     ],
 )
 async def test_bad_config_exits_2_with_one_line(tmp_path, toml, fragments):

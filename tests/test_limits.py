@@ -166,7 +166,7 @@ def test_retry_after_is_seconds_or_an_http_date_and_nothing_else():
     assert parse_retry_after("120") == 120.0 and parse_retry_after(" 1.5 ") == 1.5
     assert parse_retry_after("Thu, 01 Jan 2015 00:00:00 GMT") == 0.0  # a date gone by: at once
     assert parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT") > 1e9
-    for garbage in ("inf", "Infinity", "nan", "-5", "1e400", "1_000", "soon", "", None, "Fri, 99 Foo 2026"):
+    for garbage in ("inf", "Infinity", "nan", "-5", "1e400", "1_000", "\u0661\u0662", "soon", "", None, "Fri, 99 Foo 2026"):
         assert parse_retry_after(garbage) is None, garbage
 
 
