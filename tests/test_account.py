@@ -57,6 +57,17 @@ def test_every_numbers_and_flows_command_documents_itself():
                     assert param.help, f"{group} {name} {param.name} has no help text"
 
 
+def assert_refused(runs: list, expected: list[list[str]], sandbox, *, printing_nothing: bool = False) -> None:
+    """Each run exited 2 with one line holding its fragments, and nothing was sent."""
+    for run, fragments in zip(runs, expected, strict=True):
+        assert run.code == 2, run.stderr
+        line = one_line_error(run)
+        assert all(fragment in line for fragment in fragments), line
+        if printing_nothing:
+            assert run.stdout == "", "a refused input prints nothing, not even a dry run's plan"
+    assert sandbox.requests == [], "nothing is sent"
+
+
 async def test_lists_and_show_in_every_format(sandbox, workdir):
     flow_id, flow = next(iter(sandbox.data.flows.items()))
     (workdir / "api-only").mkdir()
@@ -177,11 +188,7 @@ async def test_bad_input_exits_2_before_any_request(sandbox, workdir):
         ["--area-code '４１５'", "three digits"],
         ["--area-code '٤١٥'", "three digits"],
     ]
-    for run, fragments in zip(runs, expected):
-        assert run.code == 2, run.stderr
-        line = one_line_error(run)
-        assert all(fragment in line for fragment in fragments), line
-    assert sandbox.requests == []
+    assert_refused(runs, expected, sandbox)
 
 
 async def test_hostile_json_input_exits_2_in_one_line_and_sends_nothing(sandbox, workdir):
@@ -202,12 +209,7 @@ async def test_hostile_json_input_exits_2_in_one_line_and_sends_nothing(sandbox,
         ["--file bigint.json", "an integer of 5000 digits", "at most 4300"],
         ["--json", "an integer of 4301 digits"],
     ]
-    for run, fragments in zip(runs, expected):
-        assert run.code == 2, run.stderr
-        line = one_line_error(run)
-        assert all(fragment in line for fragment in fragments), line
-        assert run.stdout == "", "a dry run of refused input prints no plan"
-    assert sandbox.requests == []
+    assert_refused(runs, expected, sandbox, printing_nothing=True)
     nested = '{"a": ' * 99 + '["ok"]' + "}" * 99  # 100 levels: accepted
     assert account.read_json_input(None, nested, io.BytesIO(b""))["a"]["a"]
 
@@ -238,12 +240,7 @@ async def test_text_that_is_not_utf8_exits_2_and_nothing_is_sent(sandbox, workdi
         ["FLOW_ID", "not UTF-8 text"],
         ["FLOW_ID", "not UTF-8 text"],
     ]
-    for run, fragments in zip(runs, expected):
-        assert run.code == 2, run.stderr
-        line = one_line_error(run)
-        assert all(fragment in line for fragment in fragments), line
-        assert run.stdout == ""
-    assert sandbox.requests == [], "nothing is sent"
+    assert_refused(runs, expected, sandbox, printing_nothing=True)
     assert not [n for n in sandbox.data.numbers if (n.get("display_name") or "").startswith("SF")]
 
     plan = await cli_run(workdir, "flows", "create", "--json", '{"name": "Línea ☎ \\u00e9"}', "--dry-run", "--format", "json")
@@ -259,11 +256,7 @@ async def test_nan_and_infinity_are_refused_with_exit_2(sandbox, workdir):
     )
     expected = [["--json", "NaN is not JSON"], ["standard input", "-Infinity is not JSON"],
                 ["--json", "Infinity is not JSON"], ["--json", "1e999", "too large"]]
-    for run, fragments in zip(runs, expected):
-        assert run.code == 2, run.stderr
-        line = one_line_error(run)
-        assert all(fragment in line for fragment in fragments), line
-    assert sandbox.requests == []
+    assert_refused(runs, expected, sandbox)
     assert account.read_json_input(None, '{"x": 1.5e300, "y": "NaN"}', io.BytesIO(b"")) == {"x": 1.5e300, "y": "NaN"}
 
 
