@@ -341,6 +341,7 @@ def sandbox(
     from pipeline import sandbox as vendor
 
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C: "sandbox stopped"
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a parent stopping it: no line, nothing to keep
 
     faults = vendor.Faults(
         latency_ms=latency_ms,
