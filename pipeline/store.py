@@ -316,8 +316,9 @@ class FileStore:
         publish's files; and a log from before snapshots. Only the lock holder publishes,
         so none of them is being written. A session still open on an old snapshot keeps
         reading it: its file is unlinked, not changed."""
-        kept = {snapshot.name for snapshot in self._kept_snapshots(keep_previous)}
-        for leftover in self.working.parent.glob(f"{glob.escape(self.path.name)}{SNAPSHOT_INFIX}*"):
+        files = self._snapshot_files()
+        kept = {snapshot.name for snapshot in self._kept_snapshots(files, keep_previous)}
+        for leftover in files:
             if leftover.name.removesuffix(".wal") not in kept:
                 _remove(leftover)
         for leftover in self.path.parent.glob(f"{glob.escape(PUBLISH_PREFIX + self.path.name)}-*"):
@@ -328,17 +329,21 @@ class FileStore:
     def _current_snapshot(self) -> Path | None:
         return self.path.parent / os.readlink(self.path) if self.path.is_symlink() else None
 
-    def _kept_snapshots(self, keep_previous: bool) -> list[Path]:
-        """The snapshot ``path`` shows and, with ``keep_previous``, the newest one older
-        than it: the one it replaced. (A killed publish's file is newer than the current
-        snapshot: its publish began after that one's.)"""
+    def _snapshot_files(self) -> list[Path]:
+        """Every snapshot file in the working folder, with the logs beside them."""
+        return list(self.working.parent.glob(f"{glob.escape(self.path.name)}{SNAPSHOT_INFIX}*"))
+
+    def _kept_snapshots(self, files: list[Path], keep_previous: bool) -> list[Path]:
+        """Of ``files``, the snapshot ``path`` shows and, with ``keep_previous``, the newest
+        one older than it: the one it replaced. (A killed publish's file is newer than the
+        current snapshot: its publish began after that one's.)"""
         current = self._current_snapshot()
         if current is None:
             return []
         if not keep_previous:
             return [current]
         older = [
-            snapshot for snapshot in self.working.parent.glob(f"{glob.escape(self.path.name)}{SNAPSHOT_INFIX}*")
+            snapshot for snapshot in files
             if not snapshot.name.endswith(".wal") and _published_ns(snapshot) < _published_ns(current)
         ]
         return [current, *sorted(older, key=_published_ns)[-1:]]
@@ -372,7 +377,7 @@ class FileStore:
         file, never the link."""
         published = _stat(self.path)  # the snapshot the symlink shows
         published_at = (os.lstat(self.path) if self.path.is_symlink() else published).st_mtime if published else None
-        previous = self._kept_snapshots(keep_previous=True)[1:]
+        previous = self._kept_snapshots(self._snapshot_files(), keep_previous=True)[1:]
         working = _stat(self.working)
         log = _stat(Path(f"{self.working}.wal"))
         working_bytes = (working.st_size if working else 0) + (log.st_size if log else 0)
